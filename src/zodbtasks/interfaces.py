@@ -1,0 +1,174 @@
+"""The contracts of zodbtasks: tasks, jobs and the service that runs them.
+
+A *task* is a named utility that does the work. A *job* is one request to run
+a task with an input, stored in the database with its status and outcome. The
+*service* is a persistent object that owns the jobs and decides which one is
+due next; it is advanced by calls that take the current time as an argument.
+"""
+from zope.interface import Attribute
+from zope.interface import Interface
+
+# Job statuses.  They are plain strings: compare them with ``==``.
+QUEUED = 'queued'
+PROCESSING = 'processing'
+CANCELLED = 'cancelled'
+ERROR = 'error'
+COMPLETED = 'completed'
+DELAYED = 'delayed'
+CRONJOB = 'cronjob'
+STARTLATER = 'start later'
+
+#: Every status a job can have.
+STATUSES = (QUEUED, PROCESSING, CANCELLED, ERROR, COMPLETED, DELAYED,
+            CRONJOB, STARTLATER)
+
+#: Statuses after which a job never runs again; ``clean()`` removes them.
+FINISHED = (CANCELLED, ERROR, COMPLETED)
+
+
+class ITask(Interface):
+    """A unit of work, registered as a named utility.
+
+    The service looks tasks up by name when a job runs, not when the task
+    object is stored, so a task is code, never data in the database.
+    """
+
+    def __call__(service, jobid, input):
+        """Do the work for one job and return its result.
+
+        The result is stored on the job, so it must be picklable. Raising
+        ``TaskError`` (or any other exception) puts the job in ``error``.
+        """
+
+
+class IJob(Interface):
+    """One request to run a task, stored in the database."""
+
+    id = Attribute("The job's id: an int, unique within its service.")
+    task = Attribute("The name under which the task utility is registered.")
+    input = Attribute("The input given to the task.")
+    output = Attribute("What the task returned, or None.")
+    error = Attribute("A readable message if the last run failed, or None.")
+    traceback = Attribute("The full traceback of the last failure, or None.")
+    status = Attribute("One of the status strings in this module.")
+    created = Attribute("When the job was added (seconds since the epoch).")
+    started = Attribute("When the last run began, or None.")
+    completed = Attribute("When the last run ended, or None.")
+
+
+class ICronJob(IJob):
+    """A job that runs on a schedule, or once after a delay.
+
+    The schedule fields are tuples of ints, as in the reference package:
+    ``minute`` 0-59, ``hour`` 0-23, ``dayOfMonth`` 1-31, ``month`` 1-12 and
+    ``dayOfWeek`` 0-6 with 0 for Monday. An empty tuple means "not given".
+    """
+
+    minute = Attribute("Minutes of the hour at which the job runs.")
+    hour = Attribute("Hours of the day at which the job runs.")
+    dayOfMonth = Attribute("Days of the month on which the job runs.")
+    month = Attribute("Months in which the job runs.")
+    dayOfWeek = Attribute("Days of the week on which the job runs, 0 = Monday.")
+    delay = Attribute("Seconds to wait before a one-off run, or None.")
+    scheduledFor = Attribute(
+        "When the job is due next (seconds since the epoch), or None while "
+        "the job waits for the service's next tick to place it.")
+
+    def update(minute=(), hour=(), dayOfMonth=(), month=(), dayOfWeek=(),
+               delay=None):
+        """Replace the schedule; the new one is validated first.
+
+        The service must be told with ``reschedule(jobid)`` afterwards.
+        """
+
+    def timeOfNextCall(now):
+        """The first time strictly after ``now`` at which the job is due.
+
+        For a delayed job this is ``now + delay``. Returns None when the
+        schedule will never fire again.
+        """
+
+
+class ITaskService(Interface):
+    """A persistent queue and scheduler of jobs.
+
+    Every method that depends on time takes ``now`` in seconds since the
+    epoch. When ``now`` is None the service asks its ``clock``; when it is
+    given, nothing reads the wall clock.
+    """
+
+    jobs = Attribute("A BTree mapping job ids to jobs.")
+    taskInterface = Attribute("The interface under which tasks are looked up.")
+
+    def getAvailableTasks():
+        """A dict of the registered tasks by name."""
+
+    def add(task, input=None, startLater=False):
+        """Add a job that runs ``task`` with ``input`` as soon as possible.
+
+        Returns the new job's id. With ``startLater`` the job waits in
+        ``start later`` until ``startJob`` is called. Raises ValueError for
+        a task name that is not registered and TypeError for an input that
+        cannot be pickled; nothing is written in either case.
+        """
+
+    def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
+                   month=(), dayOfWeek=(), delay=None):
+        """Add a job that runs on a schedule, or once after ``delay`` seconds.
+
+        The job's first due time is fixed at the service's first tick after
+        the job was added (the next ``processNext``, ``claimNextJob`` or
+        ``process`` call), from the ``now`` of that tick.
+        """
+
+    def startJob(jobid):
+        """Queue a job that was added with ``startLater``.
+
+        Raises KeyError for an unknown id and ValueError if the job is not
+        waiting to start.
+        """
+
+    def reschedule(jobid):
+        """Place a cron job again after its schedule was changed.
+
+        The new due time is fixed at the next tick, as for a new job.
+        """
+
+    def cancel(jobid):
+        """Cancel a job that has not finished; it will not run again.
+
+        Cancelling a finished job changes nothing. A job that is running
+        now finishes its run but is not run again.
+        """
+
+    def clean(status=FINISHED):
+        """Remove the jobs whose status is in ``status``."""
+
+    def getStatus(jobid):
+        """The status of the job."""
+
+    def getResult(jobid):
+        """The output of the job's last successful run, or None."""
+
+    def getError(jobid):
+        """The error message of the job's last failed run, or None."""
+
+    def hasJobsWaiting(now=None):
+        """Whether a job is due at ``now``. Never writes to the database."""
+
+    def claimNextJob(now=None):
+        """Take the next due job off the queue and return its id, or None.
+
+        The job is marked ``processing``; run it with
+        ``processNext(now, jobid)``.
+        """
+
+    def processNext(now=None, jobid=None):
+        """Run one job: the given one, or the next due one.
+
+        Returns True if a job was run and False if nothing was due. A
+        failing task never raises here: the job records the error.
+        """
+
+    def process(now=None):
+        """Run every job that is due at ``now``; return how many ran."""

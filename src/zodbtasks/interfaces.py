@@ -172,3 +172,12 @@ class ITaskService(Interface):
 
     def process(now=None):
         """Run every job that is due at ``now``; return how many ran."""
+
+
+class LeaseLost(Exception):
+    """The worker no longer holds the job it is working on.
+
+    Its lease expired and the job was given back to the queue (or failed, if
+    it runs at most once), or the job was cancelled or claimed again. The
+    work in hand should stop; its result would be discarded.
+    """

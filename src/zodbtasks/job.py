@@ -17,6 +17,23 @@ def checkTime(value, name='now'):
     return value
 
 
+class Lease(persistent.Persistent):
+    """A worker's claim on a job, valid until ``expires``.
+
+    It is an object of its own so that a heartbeat, which extends it from
+    another transaction while the task runs, does not write the job.
+    """
+
+    def __init__(self, token, worker, expires):
+        self.token = token
+        self.worker = worker
+        self.expires = expires
+        self.key = None     # the key of its entry in the service's index
+
+    def __repr__(self):
+        return '<Lease of %r until %r>' % (self.worker, self.expires)
+
+
 @implementer(interfaces.IJob)
 class Job(persistent.Persistent):
     """A request to run a task once, as soon as a worker can."""
@@ -26,6 +43,12 @@ class Job(persistent.Persistent):
     traceback = None
     started = None
     completed = None
+    attempts = 0
+    log = ()
+    progress = None
+    lease = None
+    leaseSeconds = None
+    atMostOnce = False
 
     def __init__(self, id, task, input, created=None):
         self.id = id

@@ -416,7 +416,7 @@ def _fields_calendar(given):
             return range(low, high + 1), True   # coarser than the finest
         return (low,), False                    # finer: smallest value only
 
-    seconds, _ = values('second', 0, 59)
+    seconds = given.get('second', (0,))   # second is the finest field
     minutes, minute_wild = values('minute', 0, 59)
     hours, hour_wild = values('hour', 0, 23)
     months, _ = values('month', 1, 12)

@@ -1,0 +1,101 @@
+"""What a running task may ask about its job, and tell it.
+
+A task keeps the reference signature ``task(service, jobid, input)``; when it
+wants more, it asks for the context of the job it is running::
+
+    from zodbtasks.context import current
+
+    def import_feed(input):
+        ctx = current()
+        for n, item in enumerate(items):
+            ...
+            ctx.progress(n / len(items), 'imported %s' % item)
+            ctx.heartbeat()
+
+The service sets the context up around each run, in the thread that runs it.
+"""
+import threading
+
+_local = threading.local()
+
+#: How much log a job keeps, in characters, before it drops its oldest lines.
+LOG_LIMIT = 64 * 1024
+
+
+def current():
+    """The context of the job running in this thread, or None."""
+    return getattr(_local, 'context', None)
+
+
+class JobContext:
+    """The running job's view of itself; see the module docstring."""
+
+    def __init__(self, service, job, now, heartbeat=None):
+        self.service = service
+        self.job = job
+        self.now = now
+        self._heartbeat = heartbeat
+
+    @property
+    def jobid(self):
+        return self.job.id
+
+    @property
+    def attempt(self):
+        """Which attempt this run is: 1 for the first."""
+        return self.job.attempts
+
+    def log(self, message):
+        """Append a line to the job's log, which keeps its last 64 KiB."""
+        appendLog(self.job, str(message))
+
+    def progress(self, fraction, message=None):
+        """Record how far the job has got, as a fraction from 0 to 1."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not 0 <= fraction <= 1:
+            raise ValueError('progress must be a number from 0 to 1, not %r'
+                             % (fraction,))
+        self.job.progress = (fraction, message)
+
+    def heartbeat(self):
+        """Extend the lease of a job claimed by a worker.
+
+        Raises `zodbtasks.interfaces.LeaseLost` if the worker no longer holds
+        the job; the task should stop. Returns the lease's new end, or None
+        when the job runs without a lease (in the caller's transaction).
+        """
+        if self._heartbeat is not None:
+            return self._heartbeat()
+        return None
+
+    def __enter__(self):
+        self._outer = current()
+        _local.context = self
+        return self
+
+    def __exit__(self, *exc):
+        _local.context = self._outer
+
+
+def appendLog(job, text, limit=LOG_LIMIT):
+    """Add ``text`` as lines at the end of ``job.log``, dropping old lines.
+
+    The log is a tuple of lines. When it outgrows ``limit`` characters its
+    oldest lines go, and a first line says how many went in all.
+    """
+    lines = list(job.log or ())
+    dropped = 0
+    if lines and lines[0].startswith(_MARKER[0]) \
+            and lines[0].endswith(_MARKER[1]):
+        dropped = int(lines.pop(0)[len(_MARKER[0]):-len(_MARKER[1])])
+    lines.extend(line[:limit] for line in (text.splitlines() or ['']))
+    size = sum(len(line) + 1 for line in lines)
+    while size > limit:
+        size -= len(lines.pop(0)) + 1
+        dropped += 1
+    if dropped:
+        lines.insert(0, '%s%d%s' % (_MARKER[0], dropped, _MARKER[1]))
+    job.log = tuple(lines)
+
+
+_MARKER = ('[', ' earlier lines dropped]')

@@ -1,0 +1,130 @@
+"""Claims are leases: a worker that stops renewing one loses its job."""
+import pytest
+import zope.component
+
+import zodbtasks
+from zodbtasks import interfaces
+from zodbtasks.interfaces import LeaseLost
+
+
+def claim(service, now, **kw):
+    jobid = service.claimNextJob(now, **kw)
+    return jobid, (service.jobs[jobid].lease if jobid else None)
+
+
+def test_a_claim_holds_the_job_under_a_lease(service):
+    jobid = service.add('echo', 'x')
+    got, lease = claim(service, 100, worker='w1')
+    assert got == jobid
+    job = service.jobs[jobid]
+    assert (job.status, job.started, job.attempts) == ('processing', 100, 1)
+    assert (lease.worker, lease.expires) == ('w1', 160)
+    assert not service.hasJobsWaiting(now=159)
+    assert not service.isIdle(now=159)
+    assert service.processNext(now=120, jobid=jobid, token=lease.token)
+    assert service.getStatus(jobid) == 'completed'
+    assert job.lease is None
+    assert service.isIdle(now=10 ** 6)
+
+
+def test_an_expired_lease_gives_the_job_back_and_counts_the_attempt(service,
+                                                                    tasks):
+    first = service.add('echo', 'first')
+    later = service.add('echo', 'later')
+    jobid, lease = claim(service, 0, worker='dead')
+    assert jobid == first
+    assert service.hasJobsWaiting(now=61)
+    # The next claim after the lease ran out finds the job again, ahead of
+    # the job that was added after it.
+    again, lease2 = claim(service, 61, worker='alive')
+    assert again == first
+    assert service.jobs[first].attempts == 2
+    assert service.processNext(now=62, jobid=first, token=lease2.token)
+    assert service.getStatus(first) == 'completed'
+    # The first worker's late result is refused.
+    with pytest.raises(LeaseLost, match='no longer held'):
+        service.processNext(now=63, jobid=first, token=lease.token)
+    assert tasks == [('echo', 'first')]
+    assert service.getStatus(later) == 'queued'
+
+
+def test_an_at_most_once_job_fails_when_its_worker_is_lost(service, tasks):
+    jobid = service.add('echo', 'once', atMostOnce=True, leaseSeconds=5)
+    claim(service, 0, worker='w9')
+    assert service.claimNextJob(now=5.5) is None
+    assert service.getStatus(jobid) == 'error'
+    assert service.getError(jobid) == (
+        'the worker w9 lost its lease on this job at 5')
+    assert tasks == []
+
+
+def test_a_heartbeat_extends_the_lease(service):
+    jobid = service.add('echo', leaseSeconds=10)
+    _, lease = claim(service, 0)
+    assert lease.expires == 10
+    assert service.heartbeat(jobid, lease.token, now=8) == 18
+    assert service.claimNextJob(now=15) is None      # still held
+    assert service.getStatus(jobid) == 'processing'
+    assert service.heartbeat(jobid, lease.token, now=17, seconds=100) == 117
+    assert not service.hasJobsWaiting(now=116)
+
+
+def test_a_heartbeat_after_the_lease_was_lost_raises(service):
+    jobid = service.add('echo')
+    _, lease = claim(service, 0)
+    service.claimNextJob(now=100)       # recovers and claims it again
+    with pytest.raises(LeaseLost, match=str(jobid)):
+        service.heartbeat(jobid, lease.token, now=101)
+    service.cancel(jobid)
+    with pytest.raises(LeaseLost, match="'cancelled'"):
+        service.heartbeat(jobid, service.jobs[jobid].lease.token, now=102)
+
+
+def test_a_cron_job_whose_worker_died_runs_again_at_once(service, tasks):
+    jobid = service.addCronJob('echo', 'c', minute=(0,))
+    service.processNext(now=0)                       # placed at 01:00
+    claimed, lease = claim(service, 3600)
+    assert claimed == jobid
+    assert service.jobs[jobid].scheduledFor == 7200  # next run already placed
+    got, lease2 = claim(service, 3600 + 61)
+    assert got == jobid and service.jobs[jobid].attempts == 2
+    assert service.processNext(now=3662, jobid=jobid, token=lease2.token)
+    assert service.getStatus(jobid) == 'cronjob'
+    assert service.jobs[jobid].scheduledFor == 7200
+    assert tasks == [('echo', 'c')]
+
+
+def test_a_cron_run_still_going_is_not_started_twice(service):
+    jobid = service.addCronJob('echo', minute=tuple(range(60)),
+                               leaseSeconds=600)
+    service.processNext(now=0)
+    assert service.claimNextJob(now=60) == jobid
+    # Due again a minute later while the first run holds it: not claimed,
+    # placed at the following minute.
+    assert service.claimNextJob(now=120) is None
+    assert service.jobs[jobid].scheduledFor == 180
+    assert service.jobs[jobid].status == 'processing'
+
+
+def test_bad_lease_options_are_refused(service):
+    with pytest.raises(ValueError, match='leaseSeconds.*0'):
+        service.add('echo', leaseSeconds=0)
+    with pytest.raises(TypeError, match="atMostOnce.*'yes'"):
+        service.add('echo', atMostOnce='yes')
+    with pytest.raises(TypeError, match='unknown job option.*retries'):
+        service.add('echo', retries=3)
+    with pytest.raises(ValueError, match='lease.*-1'):
+        service.claimNextJob(now=0, lease=-1)
+    assert len(service.jobs) == 0
+
+
+def test_a_task_can_cancel_and_a_worker_learns_it(service):
+    def selfcancel(svc, jobid, input):
+        svc.cancel(jobid)
+
+    zope.component.provideUtility(selfcancel, interfaces.ITask, name='sc')
+    jobid = service.add('sc')
+    _, lease = claim(service, 0)
+    assert service.processNext(now=1, jobid=jobid, token=lease.token)
+    assert service.getStatus(jobid) == 'cancelled'
+    assert service.isIdle(now=1000)

@@ -99,11 +99,29 @@ def test_a_cron_run_still_going_is_not_started_twice(service):
                                leaseSeconds=600)
     service.processNext(now=0)
     assert service.claimNextJob(now=60) == jobid
-    # Due again a minute later while the first run holds it: not claimed,
-    # placed at the following minute.
+    token = service.jobs[jobid].lease.token
+    # Due again a minute later while the first run holds it: not claimed.
+    # By default the next run waits for this one, and the job says so.
     assert service.claimNextJob(now=120) is None
-    assert service.jobs[jobid].scheduledFor == 180
-    assert service.jobs[jobid].status == 'processing'
+    job = service.jobs[jobid]
+    assert (job.status, job.waitingRun) == ('processing', True)
+    assert job.lastMissed == (120, 1, 'waiting')
+    assert service.processNext(now=130, jobid=jobid, token=token)
+    assert (job.status, job.scheduledFor, job.waitingRun) == (
+        'cronjob', 130, False)
+    assert service.processNext(now=130)
+    assert job.scheduledFor == 180
+
+
+def test_overlap_skip_drops_the_run_that_came_due_during_another(service):
+    jobid = service.addCronJob('echo', minute=tuple(range(60)),
+                               leaseSeconds=600, overlap='skip')
+    service.processNext(now=0)
+    assert service.claimNextJob(now=60) == jobid
+    assert service.claimNextJob(now=120) is None
+    job = service.jobs[jobid]
+    assert (job.scheduledFor, job.missedRuns, job.lastMissed) == (
+        180, 1, (120, 1, 'skipped'))
 
 
 def test_bad_lease_options_are_refused(service):
@@ -111,8 +129,8 @@ def test_bad_lease_options_are_refused(service):
         service.add('echo', leaseSeconds=0)
     with pytest.raises(TypeError, match="atMostOnce.*'yes'"):
         service.add('echo', atMostOnce='yes')
-    with pytest.raises(TypeError, match='unknown job option.*retries'):
-        service.add('echo', retries=3)
+    with pytest.raises(TypeError, match='unknown job option.*misfire'):
+        service.add('echo', misfire='skip')
     with pytest.raises(ValueError, match='lease.*-1'):
         service.claimNextJob(now=0, lease=-1)
     assert len(service.jobs) == 0

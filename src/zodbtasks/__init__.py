@@ -4,8 +4,10 @@ from zodbtasks.interfaces import COMPLETED
 from zodbtasks.interfaces import CRONJOB
 from zodbtasks.interfaces import DELAYED
 from zodbtasks.interfaces import ERROR
+from zodbtasks.interfaces import PAUSED
 from zodbtasks.interfaces import PROCESSING
 from zodbtasks.interfaces import QUEUED
+from zodbtasks.interfaces import RETRYING
 from zodbtasks.interfaces import STARTLATER
 from zodbtasks.interfaces import ICronJob
 from zodbtasks.interfaces import IJob
@@ -15,10 +17,12 @@ from zodbtasks.job import CronJob
 from zodbtasks.job import Job
 from zodbtasks.service import TaskService
 from zodbtasks.task import SimpleTask
+from zodbtasks.task import Retry
 from zodbtasks.task import TaskError
 
 __all__ = [
     'CANCELLED', 'COMPLETED', 'CRONJOB', 'DELAYED', 'ERROR', 'PROCESSING',
     'QUEUED', 'STARTLATER', 'ICronJob', 'IJob', 'ITask', 'ITaskService',
-    'CronJob', 'Job', 'TaskService', 'SimpleTask', 'TaskError',
+    'CronJob', 'Job', 'TaskService', 'SimpleTask', 'TaskError', 'Retry',
+    'PAUSED', 'RETRYING',
 ]

@@ -181,3 +181,62 @@ class LeaseLost(Exception):
     it runs at most once), or the job was cancelled or claimed again. The
     work in hand should stop; its result would be discarded.
     """
+
+
+# Statuses added beyond the reference package.
+RETRYING = 'retrying'
+PAUSED = 'paused'
+STATUSES += (RETRYING, PAUSED)
+
+
+class IJobEvent(Interface):
+    """Something happened to a job; sent with `zope.event.notify`.
+
+    Subscribers run in the transaction that made the change, so what they
+    write is committed (or aborted) with it.
+    """
+
+    service = Attribute("The service that holds the job.")
+    job = Attribute("The job.")
+    now = Attribute("The time of the change, as given to the service.")
+
+
+class IJobQueued(IJobEvent):
+    """A job was added, or started after waiting to start."""
+
+
+class IJobStarted(IJobEvent):
+    """A run of the job begins."""
+
+
+class IJobCompleted(IJobEvent):
+    """A run of the job succeeded."""
+
+
+class IJobFailed(IJobEvent):
+    """A run of the job failed and will not be retried."""
+
+    error = Attribute("The error message.")
+
+
+class IJobRetried(IJobEvent):
+    """A run of the job failed and the job will be tried again."""
+
+    error = Attribute("The error message.")
+    due = Attribute("When the next attempt is due.")
+
+
+class IJobCancelled(IJobEvent):
+    """The job was cancelled."""
+
+
+class IJobMissed(IJobEvent):
+    """Scheduled times of the job passed without their runs.
+
+    ``count`` is how many (counting stops at the job's ``catchUp`` limit
+    plus one); ``action`` says what was done: 'coalesced' into one run,
+    'skipped', 'waiting' for the run in progress, or 'replaying' them.
+    """
+
+    count = Attribute("How many scheduled times were missed.")
+    action = Attribute("What was done about them.")

@@ -17,6 +17,76 @@ def checkTime(value, name='now'):
     return value
 
 
+def _seconds(name, value, allowZero=True):
+    checkTime(value, name)
+    if value < 0 or (value == 0 and not allowZero):
+        raise ValueError('%s must be a %s number of seconds, got %r'
+                         % (name, 'non-negative' if allowZero else 'positive',
+                            value))
+
+
+def _count(name, value, allowZero=True):
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or value < (0 if allowZero else 1):
+        raise (TypeError if not isinstance(value, int) else ValueError)(
+            '%s must be a%s whole number, not %r'
+            % (name, ' non-negative' if allowZero else ' positive', value))
+
+
+def _flag(name, value):
+    if not isinstance(value, bool):
+        raise TypeError('%s must be True or False, not %r' % (name, value))
+
+
+def _choice(*choices):
+    def check(name, value):
+        if value not in choices:
+            raise ValueError('%s must be one of %s, not %r'
+                             % (name, ', '.join(map(repr, choices)), value))
+    return check
+
+
+def _backoff(name, value):
+    checkTime(value, name)
+    if value < 1:
+        raise ValueError('%s must be a factor of at least 1, not %r'
+                         % (name, value))
+
+
+#: The options every job takes, with their defaults and checks. A default of
+#: None means "not set"; checks run only on values that are set.
+JOB_OPTIONS = {
+    'leaseSeconds': (None, lambda n, v: _seconds(n, v, allowZero=False)),
+    'atMostOnce': (False, _flag),
+    'retries': (0, _count),
+    'retryDelay': (30, _seconds),
+    'retryBackoff': (2, _backoff),
+    'retryMaxDelay': (3600, _seconds),
+    'ttl': (None, _seconds),
+}
+
+#: The options only repeating jobs take.
+CRON_OPTIONS = {
+    'misfire': ('coalesce', _choice('coalesce', 'all', 'skip')),
+    'misfireGrace': (60, _seconds),
+    'catchUp': (10, lambda n, v: _count(n, v, allowZero=False)),
+    'overlap': ('wait', _choice('wait', 'skip')),
+    'maxRuns': (None, lambda n, v: _count(n, v, allowZero=False)),
+}
+
+
+def checkOptions(options, repeating=False):
+    """Validate job options; raise an error naming the first bad one."""
+    known = dict(JOB_OPTIONS, **CRON_OPTIONS) if repeating else JOB_OPTIONS
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError('unknown job option(s) %s; accepted are %s'
+                        % (', '.join(unknown), ', '.join(sorted(known))))
+    for name, value in options.items():
+        if value is not None:
+            known[name][1](name, value)
+
+
 class Lease(persistent.Persistent):
     """A worker's claim on a job, valid until ``expires``.
 
@@ -43,12 +113,27 @@ class Job(persistent.Persistent):
     traceback = None
     started = None
     completed = None
-    attempts = 0
+    attempts = 0          # runs started, including retries and lost runs
+    retried = 0           # failed runs in a row that were retried
+    failures = ()         # ((time, message), ...) of the latest failures
     log = ()
     progress = None
     lease = None
+    scheduledFor = None   # when it is due next, if it waits for a time
+    paused = False
+    pausedFrom = None     # the status it had when it was paused
+    expires = None        # when a finished job is removed (see ``ttl``)
+    target = None         # the persistent object whose method is the task
+    _why = None           # why it waits in the schedule (see the service)
+    _replayFrom = None
+    # The options, see JOB_OPTIONS.
     leaseSeconds = None
     atMostOnce = False
+    retries = 0
+    retryDelay = 30
+    retryBackoff = 2
+    retryMaxDelay = 3600
+    ttl = None
 
     def __init__(self, id, task, input, created=None):
         self.id = id
@@ -74,7 +159,19 @@ class CronJob(Job):
     when first needed; the compiled form is not stored.
     """
 
-    scheduledFor = None
+    runs = 0              # scheduled runs started
+    missedRuns = 0        # scheduled times that passed without their run
+    lastMissed = None     # (time, count, what was done) of the latest miss
+    waitingRun = False    # a run came due while the last one was going
+    # The options, see CRON_OPTIONS.
+    misfire = 'coalesce'
+    misfireGrace = 60
+    catchUp = 10
+    overlap = 'wait'
+    maxRuns = None
+
+    #: The keyword arguments that describe a schedule.
+    scheduleArguments = frozenset(_NO_SCHEDULE) | {'delay'}
 
     def __init__(self, id, task, input, minute=(), hour=(), dayOfMonth=(),
                  month=(), dayOfWeek=(), delay=None, created=None, **kw):

@@ -14,17 +14,30 @@ BTree (see `zodbtasks._trees` for why splits matter):
     time the job was added. The oldest job is the smallest order key among
     the lane heads.
 ``_scheduled``
-    LLBTree, due key -> job id: delayed and cron jobs by the time they are
-    due next, in milliseconds, with 20 random low bits that keep keys unique.
+    LLBTree, due key -> job id: jobs waiting for a time (delayed, cron,
+    retrying), in milliseconds, with 20 random low bits that keep keys
+    unique.
 ``_unplaced``
     LLBTree, random key -> job id: delayed and cron jobs whose first due time
     is fixed at the next tick (the reference package's behaviour).
+``_leases``
+    LLBTree, expiry key -> job id: the claims of workers, so that a job whose
+    worker died is found when its lease runs out.
 ``_finished``
     OOBTree, status -> set of ids (16 LLTreeSets): finished jobs, so that
     ``clean`` costs what it removes.
+``_expiry``
+    LLBTree, expiry key -> job id: finished jobs with a time to live.
 
 Each job remembers which index holds it and under which key.
+
+A run's own transaction writes only the job, a finished-set shard and, for
+a job with a time to live, the expiry index: a cron job's next time is placed
+when its run starts, and a lease's index entry is left behind to be dropped
+by a later claim. Workers that run tasks concurrently therefore rarely
+conflict, and a conflict never forces a task to run twice for bookkeeping.
 """
+import importlib
 import math
 import pickle
 import random
@@ -34,25 +47,36 @@ import traceback
 import persistent
 import transaction
 import zope.component
+import zope.event
 from BTrees.LLBTree import LLBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 from zope.interface import implementer
 
+from zodbtasks import events
 from zodbtasks import interfaces
+from zodbtasks._trees import ShardedMapping
+from zodbtasks._trees import ShardedSet
 from zodbtasks.context import JobContext
 from zodbtasks.context import appendLog
 from zodbtasks.interfaces import LeaseLost
-from zodbtasks._trees import ShardedMapping
-from zodbtasks._trees import ShardedSet
+from zodbtasks.job import JOB_OPTIONS
 from zodbtasks.job import CronJob
 from zodbtasks.job import Job
 from zodbtasks.job import Lease
+from zodbtasks.job import checkOptions
 from zodbtasks.job import checkTime
+from zodbtasks.task import Retry
 from zodbtasks.task import TaskError
 
 #: Job ids are drawn from [1, MAX_JOB_ID]: random, and exact in JSON.
 MAX_JOB_ID = 2 ** 53 - 1
+
+#: How many failures a job remembers.
+KEEP_FAILURES = 10
+
+#: How many expired jobs one claim removes at most, to keep claims short.
+PURGE_PER_CLAIM = 100
 
 _LOW_BITS = 20
 _LOW_MASK = (1 << _LOW_BITS) - 1
@@ -62,8 +86,9 @@ _ORDER_SHIFT = 12         # order keys: milliseconds, 4096 per millisecond
 _MAX_KEY = 2 ** 63 - 1
 _ORDER_MASK = (1 << _LANE_SHIFT) - 1
 _QUEUE, _SCHEDULED, _UNPLACED = '_queue', '_scheduled', '_unplaced'
-_WAITING = (interfaces.QUEUED, interfaces.DELAYED, interfaces.CRONJOB,
-            interfaces.STARTLATER)
+
+# Why a job waits in the schedule; only regular runs can misfire.
+_REGULAR, _RETRY, _NOW = None, 'retry', 'now'
 
 
 def _timeKey(seconds):
@@ -75,6 +100,14 @@ def _randomKey():
     return random.randint(0, _MAX_KEY)
 
 
+def _repeats(job):
+    return isinstance(job, CronJob) and job.delay is None
+
+
+def _notify(event, service, job, now, **details):
+    zope.event.notify(event(service, job, now, **details))
+
+
 @implementer(interfaces.ITaskService)
 class TaskService(persistent.Persistent):
     """A persistent queue and scheduler of jobs; see `ITaskService`."""
@@ -83,6 +116,11 @@ class TaskService(persistent.Persistent):
     __parent__ = __name__ = None
     #: How long a claim lasts, in seconds, unless the job says otherwise.
     leaseSeconds = 60
+    #: How long finished jobs are kept, in seconds, unless the job says
+    #: otherwise; None keeps them until ``clean``.
+    resultTTL = None
+    #: While True, no job is claimed.
+    paused = False
     #: The processor class that `startProcessing` starts (None: the
     #: processor module's default) and the keyword arguments it gets.
     processorFactory = None
@@ -94,6 +132,7 @@ class TaskService(persistent.Persistent):
         self._scheduled = LLBTree()
         self._unplaced = LLBTree()
         self._leases = LLBTree()
+        self._expiry = LLBTree()
         self._finished = OOBTree()
         for status in interfaces.FINISHED:
             self._finished[status] = ShardedSet()
@@ -127,66 +166,80 @@ class TaskService(persistent.Persistent):
 
     def add(self, task, input=None, startLater=False, now=None, **options):
         now = self._now(now)
-        self._checkNewJob(task, input, options)
-        job = Job(self._newId(), task, input, created=now)
-        self._store(job, options)
+        name, target, options = self._checkNewJob(task, input, options, False)
+        job = Job(self._newId(), name, input, created=now)
+        self._store(job, target, options)
         if startLater:
             job.status = interfaces.STARTLATER
         else:
             self._enqueue(job, now)
+            _notify(events.JobQueued, self, job, now)
         return job.id
 
     def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, startLater=False,
-                   now=None, leaseSeconds=None, atMostOnce=False, **schedule):
+                   now=None, **kw):
         now = self._now(now)
-        options = dict(leaseSeconds=leaseSeconds, atMostOnce=atMostOnce)
-        self._checkNewJob(task, input, options)
-        job = CronJob(0, task, input, minute, hour, dayOfMonth, month,
-                      dayOfWeek, delay, created=now, **schedule)
+        options = {k: kw.pop(k) for k in list(kw) if k not in CronJob.scheduleArguments}
+        name, target, options = self._checkNewJob(task, input, options,
+                                                  delay is None)
+        job = CronJob(0, name, input, minute, hour, dayOfMonth, month,
+                      dayOfWeek, delay, created=now, **kw)
         job.id = self._newId()
-        self._store(job, options)
+        self._store(job, target, options)
         if startLater:
             job.status = interfaces.STARTLATER
         else:
             self._index(_UNPLACED, job, _randomKey())
+            _notify(events.JobQueued, self, job, now)
         return job.id
 
-    #: Per-job options that `add` and `addCronJob` accept, with defaults.
-    jobOptions = {'leaseSeconds': None, 'atMostOnce': False}
-
-    def _checkNewJob(self, task, input, options):
-        unknown = set(options) - set(self.jobOptions)
-        if unknown:
-            raise TypeError('unknown job option(s) %s; accepted are %s' % (
-                ', '.join(sorted(unknown)), ', '.join(sorted(self.jobOptions))))
-        if zope.component.queryUtility(self.taskInterface, task) is None:
-            names = sorted(self.getAvailableTasks())
-            raise ValueError('no task is registered under the name %r; '
-                             'registered tasks: %s'
-                             % (task, ', '.join(map(repr, names)) or 'none'))
+    def _checkNewJob(self, task, input, options, repeating):
+        """Validate a new job; return its task name, target and options."""
+        name, target, found = self._resolveNew(task)
+        checkOptions(options, repeating)
+        # Options a task declares (see `zodbtasks.decorators`) are defaults.
+        declared = {k: v for k, v in getattr(found, 'jobOptions', {}).items()
+                    if repeating or k in JOB_OPTIONS}
+        options = dict(declared, **{k: v for k, v in options.items()
+                                    if v is not None})
         try:
             pickle.dumps(input, 3)
         except Exception as error:
             raise TypeError('the input of a job must be picklable, but %r '
                             'is not: %s' % (input, error)) from error
-        seconds = options.get('leaseSeconds')
-        if seconds is not None:
-            checkTime(seconds, 'leaseSeconds')
-            if seconds <= 0:
-                raise ValueError('leaseSeconds must be a positive number of '
-                                 'seconds, got %r' % (seconds,))
-        if not isinstance(options.get('atMostOnce', False), bool):
-            raise TypeError('atMostOnce must be True or False, not %r'
-                            % (options['atMostOnce'],))
+        return name, target, options
+
+    def _resolveNew(self, task):
+        """Find what a new job will run: a name, a dotted name or a method."""
+        target = getattr(task, '__self__', None)
+        if isinstance(target, persistent.Persistent):
+            name = task.__name__
+            return name, target, task
+        if not isinstance(task, str):
+            raise TypeError('a task is given by its registered name, a dotted '
+                            'name, or a method of a persistent object, not %r'
+                            % (task,))
+        found = zope.component.queryUtility(self.taskInterface, task)
+        if found is None and '.' in task:
+            found = _importDotted(task)
+        if found is None:
+            names = sorted(self.getAvailableTasks())
+            raise ValueError('no task is registered under the name %r%s; '
+                             'registered tasks: %s' % (
+                                 task, ' and it names no function that can be '
+                                 'imported' if '.' in task else '',
+                                 ', '.join(map(repr, names)) or 'none'))
+        return task, None, found
 
     def _newId(self):
         return random.randint(1, MAX_JOB_ID)
 
-    def _store(self, job, options):
+    def _store(self, job, target, options):
         for name, value in options.items():
-            if value != self.jobOptions[name]:
-                setattr(job, name, value)
+            setattr(job, name, value)
+        if target is not None:
+            job.target = target
         while not self.jobs.insert(job.id, job):
             job.id = self._newId()
 
@@ -224,10 +277,12 @@ class TaskService(persistent.Persistent):
             del self._tree(name, job._indexKey)[job._indexKey]
             job._index = job._indexKey = None
 
-    def _enqueue(self, job, now):
+    def _enqueue(self, job, now, front=False):
         job.status = interfaces.QUEUED
         lane = random.randrange(_LANES)
-        self._index(_QUEUE, job, lane << _LANE_SHIFT | self._orderKey(now))
+        order = (random.getrandbits(_ORDER_SHIFT) if front
+                 else self._orderKey(now))
+        self._index(_QUEUE, job, lane << _LANE_SHIFT | order)
 
     def _queueHead(self):
         """The oldest queued job's lane and key, or None."""
@@ -239,14 +294,19 @@ class TaskService(persistent.Persistent):
                     best, bestOrder = (lane, key), key & _ORDER_MASK
         return best
 
-    def _schedule(self, job, due):
+    def _schedule(self, job, due, why=_REGULAR):
         job.scheduledFor = due
+        job._why = why
         key = _timeKey(due) | random.randint(0, _LOW_MASK)
         self._index(_SCHEDULED, job, key)
 
-    def _finish(self, job, status):
-        job.status = status
-        self._finished[status].insert(job.id)
+    def _placeAfter(self, job, now):
+        """Place a repeating job at its first time after ``now``, if any."""
+        due = job.timeOfNextCall(now)
+        if due is None:
+            job.scheduledFor = None
+        else:
+            self._schedule(job, due)
 
     def _placeNewJobs(self, now):
         """Fix the first due time of the jobs added since the last tick."""
@@ -254,12 +314,19 @@ class TaskService(persistent.Persistent):
             key = self._unplaced.minKey()
             job = self.jobs[self._unplaced.pop(key)]
             job._index = job._indexKey = None
-            due = job.timeOfNextCall(now)
-            if due is None:
-                job.scheduledFor = None
-                self._finish(job, interfaces.COMPLETED)
-            else:
-                self._schedule(job, due)
+            self._placeAfter(job, now)
+            if job.scheduledFor is None:
+                self._finish(job, interfaces.COMPLETED, now)
+
+    def _finish(self, job, status, now):
+        job.status = status
+        self._finished[status].insert(job.id)
+        ttl = job.ttl if job.ttl is not None else self.resultTTL
+        if ttl is not None:
+            job.expires = now + ttl
+            key = _timeKey(job.expires) | random.getrandbits(_LOW_BITS)
+            while not self._expiry.insert(key, job.id):
+                key = _timeKey(job.expires) | random.getrandbits(_LOW_BITS)
 
     # -- managing jobs -----------------------------------------------------
 
@@ -281,6 +348,7 @@ class TaskService(persistent.Persistent):
             self._index(_UNPLACED, job, _randomKey())
         else:
             self._enqueue(job, now)
+        _notify(events.JobQueued, self, job, now)
         return True
 
     def reschedule(self, jobid):
@@ -291,21 +359,99 @@ class TaskService(persistent.Persistent):
         if job.status in interfaces.FINISHED:
             raise ValueError('job %r is %r and will not run again'
                              % (jobid, job.status))
-        if job.status in (interfaces.CRONJOB, interfaces.DELAYED):
-            self._unindex(job)
-            job.scheduledFor = None
-            self._index(_UNPLACED, job, _randomKey())
-        # A job that is processing or starts later is placed by the
-        # schedule it has then.
+        if job.status in (interfaces.STARTLATER, interfaces.PAUSED) or (
+                job.status == interfaces.PROCESSING and not _repeats(job)):
+            return  # placed when it starts, resumes, or never again
+        self._unindex(job)
+        job.scheduledFor = None
+        job.waitingRun = False
+        self._index(_UNPLACED, job, _randomKey())
 
-    def cancel(self, jobid):
+    def cancel(self, jobid, now=None):
+        now = self._now(now)
         job = self._job(jobid)
         if job.status in interfaces.FINISHED:
             return
         self._unindex(job)
-        if isinstance(job, CronJob):
-            job.scheduledFor = None
-        self._finish(job, interfaces.CANCELLED)
+        job.scheduledFor = None
+        job.paused = False
+        self._finish(job, interfaces.CANCELLED, now)
+        _notify(events.JobCancelled, self, job, now)
+
+    def pause(self, jobid=None, now=None):
+        """Hold a job, or with no id the whole service, until `resume`.
+
+        A paused job is out of every queue; a repeating job paused during a
+        run finishes the run and then waits. A paused service claims
+        nothing, but jobs can still be added.
+        """
+        if jobid is None:
+            self.paused = True
+            return
+        job = self._job(jobid)
+        if job.status in interfaces.FINISHED:
+            raise ValueError('job %r is %r; only unfinished jobs can be '
+                             'paused' % (jobid, job.status))
+        if job.status == interfaces.PROCESSING:
+            if not _repeats(job):
+                raise ValueError('job %r is running and runs only once; it '
+                                 'cannot be paused' % (jobid,))
+        elif job.status != interfaces.PAUSED:
+            job.pausedFrom = job.status
+            job.status = interfaces.PAUSED
+        self._unindex(job)
+        job.waitingRun = False
+        job.paused = True
+
+    def resume(self, jobid=None, now=None):
+        """Undo `pause`. A repeating job goes on from its next time after
+        ``now``: the times it was paused for are not made up."""
+        now = self._now(now)
+        if jobid is None:
+            self.paused = False
+            return
+        job = self._job(jobid)
+        if not job.paused:
+            raise ValueError('job %r is %r, not paused' % (jobid, job.status))
+        job.paused = False
+        if job.status == interfaces.PROCESSING:
+            self._placeAfter(job, now)
+            return
+        status, job.pausedFrom = job.pausedFrom, None
+        job.status = status
+        if status == interfaces.QUEUED:
+            self._enqueue(job, now)
+        elif status == interfaces.CRONJOB:
+            self._placeAfter(job, now)
+            if job.scheduledFor is None:
+                self._finish(job, interfaces.COMPLETED, now)
+        elif status in (interfaces.DELAYED, interfaces.RETRYING):
+            if job.scheduledFor is None:
+                self._index(_UNPLACED, job, _randomKey())
+            else:
+                self._schedule(job, job.scheduledFor, job._why)
+
+    def isPaused(self, jobid=None):
+        """Whether the job, or with no id the service, is paused."""
+        return self.paused if jobid is None else self._job(jobid).paused
+
+    def runNow(self, jobid, now=None):
+        """Make a waiting job due at ``now``, once.
+
+        A repeating job keeps its schedule: after this run it is due at its
+        first time after the run's start.
+        """
+        now = self._now(now)
+        job = self._job(jobid)
+        if job.status == interfaces.QUEUED:
+            return
+        if job.status not in (interfaces.DELAYED, interfaces.CRONJOB,
+                              interfaces.RETRYING):
+            raise ValueError('job %r is %r; only a queued, delayed, cron or '
+                             'retrying job can be run now'
+                             % (jobid, job.status))
+        self._unindex(job)
+        self._schedule(job, now, _NOW)
 
     def clean(self, status=interfaces.FINISHED):
         if isinstance(status, str):
@@ -320,6 +466,31 @@ class TaskService(persistent.Persistent):
             for jobid in list(ids):
                 del self.jobs[jobid]
             ids.clear()
+
+    def purgeExpired(self, now=None, limit=None):
+        """Remove finished jobs whose time to live ran out; return how many.
+
+        Workers call this as they go; it costs what it removes.
+        """
+        now = self._now(now)
+        expiry = self._expiry
+        bound = _timeKey(now) | _LOW_MASK
+        removed = 0
+        while expiry and (limit is None or removed < limit):
+            key = expiry.minKey()
+            if key > bound:
+                break
+            job = self.jobs.get(expiry[key])
+            if job is not None and job.expires is not None \
+                    and job.expires > now:
+                break                 # within the same millisecond
+            del expiry[key]
+            if job is None or job.status not in interfaces.FINISHED:
+                continue              # cleaned away already
+            self._finished[job.status].remove(job.id)
+            del self.jobs[job.id]
+            removed += 1
+        return removed
 
     def getStatus(self, jobid):
         return self._job(jobid).status
@@ -356,6 +527,8 @@ class TaskService(persistent.Persistent):
 
     def hasJobsWaiting(self, now=None):
         now = self._now(now)
+        if self.paused:
+            return False
         if any(self._queue):
             return True
         limit = _timeKey(now) | _LOW_MASK
@@ -446,68 +619,123 @@ class TaskService(persistent.Persistent):
             if lease.expires > now:
                 break                 # within the same millisecond
             del leases[key]
-            job.lease = None
             message = ('the worker %s lost its lease on this job at %s'
                        % (lease.worker or '(unnamed)', lease.expires))
             if job.atMostOnce:
                 job.error, job.traceback = message, None
                 job.completed = now
-                self._endRun(job, now, failed=True)
+                appendLog(job, message)
+                self._endRun(job, now, failed=True, retry=False)
+                continue
+            job.lease = None
+            appendLog(job, message + '; it runs again')
+            if job.paused:
+                job.status = interfaces.PAUSED
+                job.pausedFrom = (interfaces.CRONJOB if _repeats(job)
+                                  else interfaces.QUEUED)
             elif isinstance(job, CronJob):
-                # The lost run is due again at once; the schedule goes on
-                # from there.
+                # The lost run is due again at once; a repeating job's
+                # schedule goes on from there.
                 self._unindex(job)
                 job.status = (interfaces.CRONJOB if job.delay is None
                               else interfaces.DELAYED)
-                self._schedule(job, now)
+                self._schedule(job, now, _NOW)
             else:
-                job.status = interfaces.QUEUED
-                # Ahead of the jobs that were added after it.
-                lane = random.randrange(_LANES)
-                self._index(_QUEUE, job, lane << _LANE_SHIFT
-                            | random.getrandbits(_ORDER_SHIFT))
+                self._enqueue(job, now, front=True)
 
     def _claim(self, now):
+        if self.paused:
+            return None
         if self._unplaced:
             self._placeNewJobs(now)
         if self._leases:
             self._recoverExpired(now)
+        if self._expiry:
+            self.purgeExpired(now, limit=PURGE_PER_CLAIM)
         scheduled = self._scheduled
         limit = _timeKey(now) | _LOW_MASK
         while scheduled and scheduled.minKey() <= limit:
             job = self.jobs[scheduled[scheduled.minKey()]]
             if job.scheduledFor > now:
                 break
-            if job.status != interfaces.PROCESSING:
+            self._unindex(job)
+            if job.status == interfaces.PROCESSING:
+                self._overlap(job, now)
+            elif self._misfire(job, now):
                 self._startRun(job, now)
                 return job
-            # Its last run is still going: this one waits for the next time.
-            self._unindex(job)
-            self._placeAfter(job, now)
         head = self._queueHead()
         if head is None:
             return None
         lane, key = head
         job = self.jobs[lane[key]]
+        self._unindex(job)
         self._startRun(job, now)
         return job
 
-    def _placeAfter(self, job, now):
-        due = job.timeOfNextCall(now)
-        if due is None:
-            job.scheduledFor = None
+    def _overlap(self, job, now):
+        """A repeating job came due while its last run is still going."""
+        if job.overlap == 'skip':
+            self._placeAfter(job, now)
+            self._missed(job, now, 1, 'skipped')
         else:
-            self._schedule(job, due)
+            job.waitingRun = True
+            self._missed(job, now, 1, 'waiting', count=False)
+
+    def _misfire(self, job, now):
+        """Apply a repeating job's misfire policy; False to skip this run."""
+        due = job.scheduledFor
+        if not _repeats(job) or job._why is not _REGULAR or due >= now:
+            return True
+        if job.misfire == 'skip' and now - due > job.misfireGrace:
+            self._placeAfter(job, now)
+            self._missed(job, now, 1 + self._countTimes(job, due, now),
+                         'skipped')
+            return False
+        missed = self._countTimes(job, due, now)
+        if missed:
+            if job.misfire == 'all' and missed <= job.catchUp:
+                job._replayFrom = due
+                self._missed(job, now, missed, 'replaying', count=False)
+            else:
+                self._missed(job, now, missed, 'coalesced')
+        return True
+
+    def _countTimes(self, job, after, until):
+        """How many times the job is due in (after, until], up to catchUp+1."""
+        count = 0
+        t = job.timeOfNextCall(after)
+        while t is not None and t <= until and count <= job.catchUp:
+            count += 1
+            t = job.timeOfNextCall(t)
+        return count
+
+    def _missed(self, job, now, n, action, count=True):
+        if count:
+            job.missedRuns += n
+        job.lastMissed = (now, n, action)
+        _notify(events.JobMissed, self, job, now, count=n, action=action)
 
     def _startRun(self, job, now):
-        self._unindex(job)
         job.status = interfaces.PROCESSING
         job.started = now
         job.attempts += 1
-        if isinstance(job, CronJob) and job.delay is None:
+        job.progress = None
+        if _repeats(job):
+            why = job._why
+            replayFrom = getattr(job, '_replayFrom', None)
+            job._replayFrom = None
+            if why is not _RETRY:
+                job.runs += 1
             # A cron job is placed at its next time when a run starts, so
             # that the run's own transaction need not touch the schedule.
-            self._placeAfter(job, now)
+            if job.maxRuns is not None and job.runs >= job.maxRuns:
+                job.scheduledFor = None
+            elif replayFrom is not None:
+                self._placeAfter(job, replayFrom)
+            else:
+                self._placeAfter(job, now)
+        _notify(events.JobStarted, self, job, now)
 
     def processNext(self, now=None, jobid=None, token=None, heartbeat=None):
         now = self._now(now)
@@ -524,6 +752,7 @@ class TaskService(persistent.Persistent):
             elif job.status != interfaces.PROCESSING:
                 if self._unplaced:
                     self._placeNewJobs(now)
+                self._unindex(job)
                 self._startRun(job, now)
         self._run(job, now, heartbeat)
         return True
@@ -543,16 +772,35 @@ class TaskService(persistent.Persistent):
             return jar.transaction_manager.get()
         return transaction.get()
 
+    def _findTask(self, job):
+        """The callable for a job's task, or an error message."""
+        target = getattr(job, 'target', None)
+        if target is not None:
+            method = getattr(target, job.task, None)
+            if method is None:
+                return None, ('%r has no method %r any more'
+                              % (target, job.task))
+            return _InputTask(method), None
+        task = zope.component.queryUtility(self.taskInterface, job.task)
+        if task is None and '.' in job.task:
+            task = _importDotted(job.task)
+            if task is not None and not interfaces.ITask.providedBy(task):
+                task = _InputTask(task)   # a plain function
+        if task is None:
+            return None, ('no task is registered under the name %r; '
+                          'registered tasks: %s' % (job.task, ', '.join(
+                              map(repr, sorted(self.getAvailableTasks())))
+                              or 'none'))
+        return task, None
+
     def _run(self, job, now, heartbeat=None):
         """Run a claimed job and record its outcome."""
-        task = zope.component.queryUtility(self.taskInterface, job.task)
+        task, missing = self._findTask(job)
         savepoint = self._transaction().savepoint(optimistic=True)
-        failure = None
+        failure = retryDelay = None
+        retry = True
         if task is None:
-            failure = ('no task is registered under the name %r; registered '
-                       'tasks: %s' % (job.task, ', '.join(
-                           map(repr, sorted(self.getAvailableTasks())))
-                           or 'none'), None)
+            failure = (missing, None)
         else:
             try:
                 with JobContext(self, job, now, heartbeat):
@@ -560,6 +808,9 @@ class TaskService(persistent.Persistent):
                 pickle.dumps(output, 3)
             except TransientError:
                 raise
+            except Retry as error:
+                failure = (str(error), traceback.format_exc())
+                retryDelay = error.delay
             except TaskError as error:
                 failure = (str(error), traceback.format_exc())
             except Exception as error:
@@ -577,16 +828,77 @@ class TaskService(persistent.Persistent):
             job.error = job.traceback = None
         else:
             job.error, job.traceback = failure
-        self._endRun(job, now, failed=failure is not None)
+        self._endRun(job, now, failure is not None, retry, retryDelay)
 
-    def _endRun(self, job, now, failed):
+    def _endRun(self, job, now, failed, retry=True, retryDelay=None):
         job.lease = None   # its index entry is dropped when it comes due
         if job.status == interfaces.CANCELLED:
             return  # cancelled while running: it stays cancelled
-        if (isinstance(job, CronJob) and job.delay is None
-                and job.scheduledFor is not None):
-            job.status = interfaces.CRONJOB
-            return
-        if isinstance(job, CronJob):
+        if failed:
+            job.failures = (job.failures + ((now, job.error),))[-KEEP_FAILURES:]
+            if retry and job.retried < job.retries and self._retry(
+                    job, now, retryDelay):
+                return
+            job.retried = 0
+            _notify(events.JobFailed, self, job, now, error=job.error)
+        else:
+            job.retried = 0
+            _notify(events.JobCompleted, self, job, now)
+        if _repeats(job):
+            if job.paused:
+                self._unindex(job)
+                job.status, job.pausedFrom = interfaces.PAUSED, \
+                    interfaces.CRONJOB
+                return
+            if job.waitingRun:
+                job.waitingRun = False
+                self._unindex(job)
+                self._schedule(job, now)
+            if job.scheduledFor is not None:
+                job.status = interfaces.CRONJOB
+                return
+        elif isinstance(job, CronJob):
             job.scheduledFor = None
-        self._finish(job, interfaces.ERROR if failed else interfaces.COMPLETED)
+        self._finish(job, interfaces.ERROR if failed else interfaces.COMPLETED,
+                     now)
+
+    def _retry(self, job, now, delay):
+        """Schedule another attempt of a failed run; False if none fits."""
+        if delay is None:
+            delay = min(job.retryDelay * job.retryBackoff ** job.retried,
+                        job.retryMaxDelay)
+        due = now + delay
+        if _repeats(job):
+            # A retry never pushes the schedule: if the next regular run
+            # comes first, that run is the retry.
+            if job.scheduledFor is not None and due >= job.scheduledFor:
+                return False
+            self._unindex(job)
+            self._schedule(job, due, _RETRY)
+            job.status = interfaces.CRONJOB
+        else:
+            job.status = interfaces.RETRYING
+            self._schedule(job, due, _RETRY)
+        job.retried += 1
+        _notify(events.JobRetried, self, job, now, error=job.error, due=due)
+        return True
+
+
+class _InputTask:
+    """Call a function or method with the job's input alone."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, service, jobid, input):
+        return self.func(input)
+
+
+def _importDotted(name):
+    """The object a dotted name points to, or None if it cannot be found."""
+    module, _, attr = name.rpartition('.')
+    try:
+        found = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return None
+    return found if callable(found) else None

@@ -23,3 +23,16 @@ class SimpleTask:
 
     def __repr__(self):
         return '<%s %r>' % (self.__class__.__name__, self.func)
+
+
+class Retry(Exception):
+    """Raised by a task to have its job tried again.
+
+    ``delay`` is the number of seconds to wait (default: the job's backoff).
+    A retry counts against the job's ``retries``; with none left, the job
+    fails with ``message``.
+    """
+
+    def __init__(self, message='the task asked to be retried', delay=None):
+        super().__init__(message)
+        self.delay = delay

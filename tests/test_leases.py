@@ -2,7 +2,6 @@
 import pytest
 import zope.component
 
-import zodbtasks
 from zodbtasks import interfaces
 from zodbtasks.interfaces import LeaseLost
 

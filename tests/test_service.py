@@ -256,7 +256,7 @@ def test_reschedule_refuses_plain_and_finished_jobs(service):
 
 def test_clean_removes_only_the_statuses_asked_for(service):
     ok = service.add('echo')
-    bad = service.add('fail')
+    service.add('fail')
     gone = service.add('echo')
     waiting = service.add('echo', startLater=True)
     service.cancel(gone)

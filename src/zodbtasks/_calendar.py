@@ -98,11 +98,16 @@ class ZoneTable:
     def year_table(self, year):
         table = self._years.get(year)
         if table is None:
+            if not 2 <= year <= 9998:
+                raise ValueError(
+                    f'year {year} is out of range for time zone {self.key!r};'
+                    f' zoneinfo knows the years 1-9999')
             table = self._years[year] = self._build_year(year)
         return table
 
     def segment(self, instant):
-        """(start, end, offset): the stretch of constant offset holding `instant`."""
+        """(start, end, offset) of the stretch of constant offset that
+        holds `instant`."""
         starts, ends, offsets = self.year_table(year_of_day(instant // DAY))
         i = bisect_right(starts, instant) - 1
         return starts[i], ends[i], offsets[i]

@@ -227,6 +227,13 @@ class CronJob(Job):
         checkTime(now)
         if self.delay is not None:
             return now + self.delay
+        if (self.interval is not None and self.start is None
+                and self.scheduledFor is not None):
+            # An interval counts from the time the job was last due, not from
+            # when a late tick ran it, so that it does not drift.
+            return schedule.bounded(
+                schedule.every(self.interval, anchor=self.scheduledFor),
+                end=self.end).next_after(now)
         return self.schedule.next_after(now)
 
 

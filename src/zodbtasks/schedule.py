@@ -558,7 +558,7 @@ class _FieldParser:
             if stop is not None:
                 self.fail(f'{term!r} is not understood')
             if start == '?' and field not in (_DOM, _DOW):
-                self.fail(f"'?' is not allowed",
+                self.fail("'?' is not allowed",
                           "'?' is only for day-of-month and day-of-week")
             low, high = field.low, field.high
         else:
@@ -686,8 +686,8 @@ class IntervalSchedule(Schedule):
 
     def next_after(self, now):
         if isinstance(now, bool) or not isinstance(now, (int, float)):
-            raise TypeError(
-                f'now must be a number of seconds since the epoch, not {now!r}')
+            raise TypeError(f'now must be a number of seconds since the'
+                            f' epoch, not {now!r}')
         seconds, anchor = self.seconds, self.anchor
         if anchor is None:
             return now + seconds

@@ -120,6 +120,7 @@ class Job(persistent.Persistent):
     progress = None
     lease = None
     scheduledFor = None   # when it is due next, if it waits for a time
+    runDue = None         # when the latest run was due, if it had a time
     paused = False
     pausedFrom = None     # the status it had when it was paused
     expires = None        # when a finished job is removed (see ``ttl``)

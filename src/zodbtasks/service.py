@@ -662,7 +662,7 @@ class TaskService(persistent.Persistent):
             if job.status == interfaces.PROCESSING:
                 self._overlap(job, now)
             elif self._misfire(job, now):
-                self._startRun(job, now)
+                self._startRun(job, now, job.scheduledFor)
                 return job
         head = self._queueHead()
         if head is None:
@@ -716,7 +716,8 @@ class TaskService(persistent.Persistent):
         job.lastMissed = (now, n, action)
         _notify(events.JobMissed, self, job, now, count=n, action=action)
 
-    def _startRun(self, job, now):
+    def _startRun(self, job, now, due=None):
+        job.runDue = due
         job.status = interfaces.PROCESSING
         job.started = now
         job.attempts += 1

@@ -266,3 +266,24 @@ def test_start_now_runs_a_periodic_task_at_the_first_tick(service, declared):
     assert service.processNext(now=50)
     jobid = service.declaredJobs['early']
     assert ran == [1] and service.jobs[jobid].scheduledFor == 150
+
+
+def test_retry_gives_a_failed_or_cancelled_job_another_run(service, tasks):
+    failed = service.add('fail', 'f', now=0)
+    service.processNext(now=0)
+    cancelled_cron = service.addCronJob('echo', minute=(0,), now=0)
+    service.cancel(cancelled_cron)
+    service.retry(failed, now=10)
+    service.retry(cancelled_cron, now=10)
+    assert service.getStatus(failed) == 'queued'
+    assert service.getStatus(cancelled_cron) == 'cronjob'
+    assert service.process(now=10) == 2
+    assert service.getStatus(failed) == 'error'
+    assert service.jobs[failed].attempts == 2
+    assert service.jobs[cancelled_cron].scheduledFor == 3600
+    service.clean()
+    assert cancelled_cron in service.jobs and failed not in service.jobs
+    done = service.add('echo')
+    service.processNext(now=11)
+    with pytest.raises(ValueError, match="'completed'"):
+        service.retry(done)

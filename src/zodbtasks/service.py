@@ -72,6 +72,9 @@ from zodbtasks.task import TaskError
 #: Job ids are drawn from [1, MAX_JOB_ID]: random, and exact in JSON.
 MAX_JOB_ID = 2 ** 53 - 1
 
+#: The current layout of a service's data.
+LAYOUT = 1
+
 #: How many failures a job remembers.
 KEEP_FAILURES = 10
 
@@ -125,8 +128,13 @@ class TaskService(persistent.Persistent):
     #: processor module's default) and the keyword arguments it gets.
     processorFactory = None
     processorArguments = {'waitTime': 1.0}
+    #: The version of the data layout. A service unpickled from an older
+    #: layout (such as a converted z3c.taskqueue service) has the class's 0
+    #: and is upgraded by its first tick; see `zodbtasks.migration`.
+    _layout = 0
 
     def __init__(self):
+        self._layout = LAYOUT
         self.jobs = ShardedMapping()
         self._queue = tuple(LLBTree() for _ in range(_LANES))
         self._scheduled = LLBTree()
@@ -453,6 +461,31 @@ class TaskService(persistent.Persistent):
         self._unindex(job)
         self._schedule(job, now, _NOW)
 
+    def retry(self, jobid, now=None):
+        """Give a failed or cancelled job another run, due at ``now``.
+
+        A job waiting for a retry has it at once. A repeating job goes back
+        on its schedule after that run. The retry count starts afresh.
+        """
+        now = self._now(now)
+        job = self._job(jobid)
+        if job.status == interfaces.RETRYING:
+            return self.runNow(jobid, now)
+        if job.status not in (interfaces.ERROR, interfaces.CANCELLED):
+            raise ValueError('job %r is %r; only a failed, cancelled or '
+                             'retrying job can be retried'
+                             % (jobid, job.status))
+        self._finished[job.status].remove(job.id)
+        job.expires = None
+        job.retried = 0
+        if isinstance(job, CronJob):
+            job.status = (interfaces.CRONJOB if job.delay is None
+                          else interfaces.DELAYED)
+            self._schedule(job, now, _NOW)
+        else:
+            self._enqueue(job, now, front=True)
+        _notify(events.JobQueued, self, job, now)
+
     def clean(self, status=interfaces.FINISHED):
         if isinstance(status, str):
             status = (status,)
@@ -643,7 +676,18 @@ class TaskService(persistent.Persistent):
             else:
                 self._enqueue(job, now, front=True)
 
+    def upgrade(self, now=None):
+        """Bring data of an older layout up to date; True if it did."""
+        if self._layout == LAYOUT:
+            return False
+        from zodbtasks import migration
+        migration.upgrade(self, self._now(now))
+        self._layout = LAYOUT
+        return True
+
     def _claim(self, now):
+        if self._layout != LAYOUT:
+            self.upgrade(now)
         if self.paused:
             return None
         if self._unplaced:

@@ -17,6 +17,7 @@ from zodbtasks.service import MAX_JOB_ID
 
 def test_service_and_jobs_provide_their_interfaces(service):
     assert verifyObject(interfaces.ITaskService, service)
+    assert verifyObject(interfaces.IScheduledTaskService, service)
     jobid = service.add('echo', 1)
     assert verifyObject(interfaces.IJob, service.jobs[jobid])
     cronid = service.addCronJob('echo', minute=(5,))

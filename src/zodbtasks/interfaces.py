@@ -54,6 +54,16 @@ class IJob(Interface):
     created = Attribute("When the job was added (seconds since the epoch).")
     started = Attribute("When the last run began, or None.")
     completed = Attribute("When the last run ended, or None.")
+    attempts = Attribute("How many runs were started, retries included.")
+    retried = Attribute("How many failed runs in a row were retried.")
+    failures = Attribute("The latest failures, as (time, message) pairs.")
+    log = Attribute("The lines the task logged (its last 64 KiB), a tuple.")
+    progress = Attribute("(fraction, message) the task reported, or None.")
+    lease = Attribute("The worker's claim while it runs the job, or None.")
+    scheduledFor = Attribute("When the job is due next, if it waits for a "
+                             "time.")
+    runDue = Attribute("When the latest run was due, if it had a time.")
+    expires = Attribute("When a finished job is removed, if it has a ttl.")
 
 
 class ICronJob(IJob):
@@ -70,9 +80,9 @@ class ICronJob(IJob):
     month = Attribute("Months in which the job runs.")
     dayOfWeek = Attribute("Days of the week on which the job runs, 0 = Monday.")
     delay = Attribute("Seconds to wait before a one-off run, or None.")
-    scheduledFor = Attribute(
-        "When the job is due next (seconds since the epoch), or None while "
-        "the job waits for the service's next tick to place it.")
+    runs = Attribute("How many scheduled runs were started.")
+    missedRuns = Attribute("How many scheduled times passed without a run.")
+    lastMissed = Attribute("(time, count, action) of the latest miss.")
 
     def update(minute=(), hour=(), dayOfMonth=(), month=(), dayOfWeek=(),
                delay=None):
@@ -172,6 +182,61 @@ class ITaskService(Interface):
 
     def process(now=None):
         """Run every job that is due at ``now``; return how many ran."""
+
+
+class IScheduledTaskService(ITaskService):
+    """What zodbtasks adds to the reference API.
+
+    Every method here that changes a job validates first and raises an
+    error naming the bad value; nothing is written then.
+    """
+
+    leaseSeconds = Attribute("Default length of a worker's claim, seconds.")
+    resultTTL = Attribute(
+        "Default time to live of finished jobs in seconds, or None.")
+    paused = Attribute("Whether the whole service is paused.")
+
+    def claimNextJob(now=None, worker=None, lease=None):
+        """Claim the next due job for ``worker`` under a lease; see
+        `ITaskService.claimNextJob`. The job's ``lease.token`` is what the
+        worker gives `processNext` and `heartbeat`."""
+
+    def processNext(now=None, jobid=None, token=None, heartbeat=None):
+        """Run one job, as `ITaskService.processNext`.
+
+        With ``token``, the job must still be held under that lease, else
+        `LeaseLost` is raised and nothing runs. ``heartbeat`` is what the
+        task's `zodbtasks.context.JobContext.heartbeat` calls.
+        """
+
+    def heartbeat(jobid, token, now=None, seconds=None):
+        """Extend a held lease and return its new end; raise `LeaseLost`
+        if the lease is no longer the job's."""
+
+    def isIdle(now=None):
+        """Whether nothing is due at ``now`` and no worker holds a job."""
+
+    def pause(jobid=None, now=None):
+        """Pause a job, or with no id the whole service."""
+
+    def resume(jobid=None, now=None):
+        """Resume a paused job, or with no id the whole service. A
+        repeating job goes on from its first time after ``now``."""
+
+    def isPaused(jobid=None):
+        """Whether the job, or with no id the service, is paused."""
+
+    def runNow(jobid, now=None):
+        """Make a waiting job due at ``now`` once; its schedule stays."""
+
+    def retry(jobid, now=None):
+        """Give a failed or cancelled job another run, due at ``now``."""
+
+    def purgeExpired(now=None, limit=None):
+        """Remove finished jobs past their time to live; return how many."""
+
+    def upgrade(now=None):
+        """Bring data of an older layout up to date; True if it did."""
 
 
 class LeaseLost(Exception):

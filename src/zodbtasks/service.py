@@ -111,7 +111,7 @@ def _notify(event, service, job, now, **details):
     zope.event.notify(event(service, job, now, **details))
 
 
-@implementer(interfaces.ITaskService)
+@implementer(interfaces.IScheduledTaskService)
 class TaskService(persistent.Persistent):
     """A persistent queue and scheduler of jobs; see `ITaskService`."""
 

@@ -6,12 +6,27 @@ def read(name):
         return f.read()
 
 
+DASHBOARD_REQUIRE = [
+    'WebOb >= 1.8.8',
+    'waitress >= 3.0',
+]
+
+# psycopg2-binary, not RelStorage's own extra: that one builds psycopg2
+# from source and needs PostgreSQL's headers.
+RELSTORAGE_REQUIRE = [
+    'RelStorage',
+    'psycopg2-binary',
+]
+
 TESTS_REQUIRE = [
     'pytest',
     'hypothesis',
     'cronsim',
     'croniter',
-]
+    'WebTest',
+    'selenium >= 4.10',
+    'ZEO',
+] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE
 
 setup(
     name='zodbtasks',
@@ -41,10 +56,20 @@ setup(
         'transaction',
         'ZODB',
         'zope.component',
+        'zope.event',
         'zope.interface',
+        'zodburi',
         'tzdata',
     ],
     extras_require={
         'test': TESTS_REQUIRE,
+        'dashboard': DASHBOARD_REQUIRE,
+        'zeo': ['ZEO'],
+        'relstorage': RELSTORAGE_REQUIRE,
+    },
+    entry_points={
+        'console_scripts': [
+            'zodbtasks = zodbtasks.cli:main',
+        ],
     },
 )

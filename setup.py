@@ -26,6 +26,7 @@ TESTS_REQUIRE = [
     'WebTest',
     'selenium >= 4.10',
     'ZEO',
+    'zodbupdate >= 3.0',
 ] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE
 
 setup(
@@ -66,10 +67,14 @@ setup(
         'dashboard': DASHBOARD_REQUIRE,
         'zeo': ['ZEO'],
         'relstorage': RELSTORAGE_REQUIRE,
+        'migration': ['zodbupdate >= 3.0'],
     },
     entry_points={
         'console_scripts': [
             'zodbtasks = zodbtasks.cli:main',
+        ],
+        'zodbupdate': [
+            'zodbtasks = zodbtasks.migration:renames',
         ],
     },
 )

@@ -171,6 +171,10 @@ class CronJob(Job):
     overlap = 'wait'
     maxRuns = None
 
+    # Defaults for schedules stored before these arguments existed.
+    second = ()
+    cron = timezone = interval = start = end = None
+
     #: The keyword arguments that describe a schedule.
     scheduleArguments = frozenset(_NO_SCHEDULE) | {'delay'}
 

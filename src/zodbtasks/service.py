@@ -83,7 +83,8 @@ PURGE_PER_CLAIM = 100
 
 _LOW_BITS = 20
 _LOW_MASK = (1 << _LOW_BITS) - 1
-_LANES = 16
+_LANE_BITS = 4
+_LANES = 1 << _LANE_BITS
 _LANE_SHIFT = 59          # 4 lane bits above a 59-bit order key
 _ORDER_SHIFT = 12         # order keys: milliseconds, 4096 per millisecond
 _MAX_KEY = 2 ** 63 - 1
@@ -100,7 +101,7 @@ def _timeKey(seconds):
 
 
 def _randomKey():
-    return random.randint(0, _MAX_KEY)
+    return random.getrandbits(63)
 
 
 def _repeats(job):
@@ -108,7 +109,8 @@ def _repeats(job):
 
 
 def _notify(event, service, job, now, **details):
-    zope.event.notify(event(service, job, now, **details))
+    if zope.event.subscribers:
+        zope.event.notify(event(service, job, now, **details))
 
 
 @implementer(interfaces.IScheduledTaskService)
@@ -174,6 +176,7 @@ class TaskService(persistent.Persistent):
 
     def add(self, task, input=None, startLater=False, now=None, **options):
         now = self._now(now)
+        self._current(now)
         name, target, options = self._checkNewJob(task, input, options, False)
         job = Job(self._newId(), name, input, created=now)
         self._store(job, target, options)
@@ -188,6 +191,7 @@ class TaskService(persistent.Persistent):
                    month=(), dayOfWeek=(), delay=None, startLater=False,
                    now=None, **kw):
         now = self._now(now)
+        self._current(now)
         options = {k: kw.pop(k) for k in list(kw) if k not in CronJob.scheduleArguments}
         name, target, options = self._checkNewJob(task, input, options,
                                                   delay is None)
@@ -241,7 +245,7 @@ class TaskService(persistent.Persistent):
         return task, None, found
 
     def _newId(self):
-        return random.randint(1, MAX_JOB_ID)
+        return random.getrandbits(53) or 1
 
     def _store(self, job, target, options):
         for name, value in options.items():
@@ -269,8 +273,17 @@ class TaskService(persistent.Persistent):
 
     def _index(self, name, job, key):
         tree = self._tree(name, key)
+        tries = 0
         while not tree.insert(key, job.id):
-            key = _randomKey() if name == _UNPLACED else key + 1
+            tries += 1
+            if name == _UNPLACED:
+                key = _randomKey()
+            elif name == _SCHEDULED and tries < 8:
+                # Many jobs due in the same millisecond: draw other low
+                # bits rather than probe along a crowded run of keys.
+                key = key & ~_LOW_MASK | random.getrandbits(_LOW_BITS)
+            else:
+                key += 1
         job._index = name
         job._indexKey = key
 
@@ -287,7 +300,7 @@ class TaskService(persistent.Persistent):
 
     def _enqueue(self, job, now, front=False):
         job.status = interfaces.QUEUED
-        lane = random.randrange(_LANES)
+        lane = random.getrandbits(_LANE_BITS)
         order = (random.getrandbits(_ORDER_SHIFT) if front
                  else self._orderKey(now))
         self._index(_QUEUE, job, lane << _LANE_SHIFT | order)
@@ -305,7 +318,7 @@ class TaskService(persistent.Persistent):
     def _schedule(self, job, due, why=_REGULAR):
         job.scheduledFor = due
         job._why = why
-        key = _timeKey(due) | random.randint(0, _LOW_MASK)
+        key = _timeKey(due) | random.getrandbits(_LOW_BITS)
         self._index(_SCHEDULED, job, key)
 
     def _placeAfter(self, job, now):
@@ -346,6 +359,7 @@ class TaskService(persistent.Persistent):
 
     def startJob(self, jobid, now=None):
         now = self._now(now)
+        self._current(now)
         job = self._job(jobid)
         if job.status != interfaces.STARTLATER:
             raise ValueError('job %r is %r, not waiting to start (%r)'
@@ -360,6 +374,7 @@ class TaskService(persistent.Persistent):
         return True
 
     def reschedule(self, jobid):
+        self._current(None)
         job = self._job(jobid)
         if not isinstance(job, CronJob):
             raise ValueError('job %r is not a cron job and has no schedule'
@@ -377,6 +392,7 @@ class TaskService(persistent.Persistent):
 
     def cancel(self, jobid, now=None):
         now = self._now(now)
+        self._current(now)
         job = self._job(jobid)
         if job.status in interfaces.FINISHED:
             return
@@ -393,6 +409,7 @@ class TaskService(persistent.Persistent):
         run finishes the run and then waits. A paused service claims
         nothing, but jobs can still be added.
         """
+        self._current(now)
         if jobid is None:
             self.paused = True
             return
@@ -415,6 +432,7 @@ class TaskService(persistent.Persistent):
         """Undo `pause`. A repeating job goes on from its next time after
         ``now``: the times it was paused for are not made up."""
         now = self._now(now)
+        self._current(now)
         if jobid is None:
             self.paused = False
             return
@@ -450,6 +468,7 @@ class TaskService(persistent.Persistent):
         first time after the run's start.
         """
         now = self._now(now)
+        self._current(now)
         job = self._job(jobid)
         if job.status == interfaces.QUEUED:
             return
@@ -468,6 +487,7 @@ class TaskService(persistent.Persistent):
         on its schedule after that run. The retry count starts afresh.
         """
         now = self._now(now)
+        self._current(now)
         job = self._job(jobid)
         if job.status == interfaces.RETRYING:
             return self.runNow(jobid, now)
@@ -494,6 +514,7 @@ class TaskService(persistent.Persistent):
             raise ValueError('clean removes finished jobs only; %s is not '
                              'one of %s' % (', '.join(map(repr, unknown)),
                                             ', '.join(interfaces.FINISHED)))
+        self._current(None)
         for name in status:
             ids = self._finished[name]
             for jobid in list(ids):
@@ -560,6 +581,8 @@ class TaskService(persistent.Persistent):
 
     def hasJobsWaiting(self, now=None):
         now = self._now(now)
+        if self._layout != LAYOUT:
+            return True     # the claim that follows upgrades the data
         if self.paused:
             return False
         if any(self._queue):
@@ -572,7 +595,8 @@ class TaskService(persistent.Persistent):
 
     def isIdle(self, now=None):
         """Whether no job is due at ``now`` and no worker holds one."""
-        return not self.hasJobsWaiting(now) and not any(self._liveLeases())
+        return (self._layout == LAYOUT and not self.hasJobsWaiting(now)
+                and not any(self._liveLeases()))
 
     def _liveLeases(self, max=None):
         """The keys of the leases still held, up to ``max``.
@@ -676,6 +700,11 @@ class TaskService(persistent.Persistent):
             else:
                 self._enqueue(job, now, front=True)
 
+    def _current(self, now):
+        # Old data is upgraded before anything is changed; see `upgrade`.
+        if self._layout != LAYOUT:
+            self.upgrade(now)
+
     def upgrade(self, now=None):
         """Bring data of an older layout up to date; True if it did."""
         if self._layout == LAYOUT:
@@ -686,8 +715,7 @@ class TaskService(persistent.Persistent):
         return True
 
     def _claim(self, now):
-        if self._layout != LAYOUT:
-            self.upgrade(now)
+        self._current(now)
         if self.paused:
             return None
         if self._unplaced:

@@ -399,6 +399,8 @@ class TaskService(persistent.Persistent):
         self._unindex(job)
         job.scheduledFor = None
         job.paused = False
+        # A worker running it loses its lease: what it records is refused.
+        job.lease = None
         self._finish(job, interfaces.CANCELLED, now)
         _notify(events.JobCancelled, self, job, now)
 
@@ -607,8 +609,8 @@ class TaskService(persistent.Persistent):
         """
         for key, jobid in self._leases.items(max=max):
             job = self.jobs.get(jobid)
-            if job is not None and job.lease is not None \
-                    and job.lease.key == key:
+            if job is not None and job.status == interfaces.PROCESSING \
+                    and job.lease is not None and job.lease.key == key:
                 yield key
 
     def claimNextJob(self, now=None, worker=None, lease=None):

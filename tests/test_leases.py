@@ -74,9 +74,11 @@ def test_a_heartbeat_after_the_lease_was_lost_raises(service):
     service.claimNextJob(now=100)       # recovers and claims it again
     with pytest.raises(LeaseLost, match=str(jobid)):
         service.heartbeat(jobid, lease.token, now=101)
+    token = service.jobs[jobid].lease.token
     service.cancel(jobid)
+    assert service.jobs[jobid].lease is None
     with pytest.raises(LeaseLost, match="'cancelled'"):
-        service.heartbeat(jobid, service.jobs[jobid].lease.token, now=102)
+        service.heartbeat(jobid, token, now=102)
 
 
 def test_a_cron_job_whose_worker_died_runs_again_at_once(service, tasks):

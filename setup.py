@@ -27,6 +27,8 @@ TESTS_REQUIRE = [
     'selenium >= 4.10',
     'ZEO',
     'zodbupdate >= 3.0',
+    'zope.configuration',
+    'zope.processlifetime',
 ] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE
 
 setup(
@@ -49,6 +51,7 @@ setup(
     package_dir={'': 'src'},
     packages=find_packages('src'),
     include_package_data=True,
+    package_data={'zodbtasks': ['*.zcml']},
     zip_safe=False,
     python_requires='>=3.10',
     install_requires=[
@@ -68,6 +71,8 @@ setup(
         'zeo': ['ZEO'],
         'relstorage': RELSTORAGE_REQUIRE,
         'migration': ['zodbupdate >= 3.0'],
+        'zope': ['zope.configuration', 'zope.processlifetime'],
+        'bench': ['huey'],
     },
     entry_points={
         'console_scripts': [

@@ -1,0 +1,310 @@
+#!/usr/bin/env python
+"""Jobs per second through workers, from enqueue to a durable "completed".
+
+Run by hand from the repository root (it is not a test)::
+
+    .venv/bin/python bench/bench_workers.py
+    .venv/bin/python bench/bench_workers.py --jobs 500 --processes 1,2
+    .venv/bin/python bench/bench_workers.py --no-huey
+
+Each scenario starts its workers, lets them poll an empty queue, then adds
+``--jobs`` no-op jobs, **each in a transaction of its own** (as an
+application adding jobs from its requests would), and stops the clock when
+the last job's completion is committed. The rate is jobs / that time; the
+enqueue column is how long adding took (the workers run meanwhile).
+
+Scenarios:
+
+``FileStorage, 1 thread``
+    the jobs are added and run in one process, as an application server
+    with a processor thread does: a `SimpleProcessor` thread.
+``ZEO, N processes``
+    a ZEO server (a process of its own on 127.0.0.1), the jobs added by
+    this process, ``zodbtasks worker --threads 1`` processes.
+``huey SQLite, 1 worker``
+    the same no-op task through huey's ``SqliteHuey`` and its consumer with
+    one worker thread; the task returns a value so that huey stores a
+    result, the counterpart of the "completed" status. Twice: with huey's
+    default ``fsync=False`` (SQLite ``synchronous=OFF``: not durable across
+    a power loss) and with ``fsync=True``. FileStorage and ZEO fsync every
+    commit. The "vs huey" column compares with huey's default.
+
+Polling: the workers poll every 10 ms when idle (``--poll``), huey's
+consumer likewise (``-d 0.01 -m 0.01``).
+"""
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'src'))
+
+import transaction  # noqa: E402
+import zope.component  # noqa: E402
+
+from zodbtasks.interfaces import ITask  # noqa: E402
+
+
+def noop(service, jobid, input):
+    return None
+
+
+# Worker processes import this module (--tasks bench_workers) to get 'noop'.
+zope.component.provideUtility(noop, ITask, name='noop')
+
+
+def _makeHuey():
+    path = os.environ.get('ZODBTASKS_BENCH_HUEY')
+    if not path:
+        return None
+    from huey import SqliteHuey
+    fsync = os.environ.get('ZODBTASKS_BENCH_HUEY_FSYNC') == '1'
+    instance = SqliteHuey('bench', filename=path, fsync=fsync)
+
+    @instance.task()
+    def hueyNoop():
+        return 1
+    instance.noop = hueyNoop
+    return instance
+
+
+# The huey consumer loads ``bench_workers.huey``.
+huey = _makeHuey()
+
+
+def waitUntil(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError('%s did not happen within %ss' % (what, timeout))
+        time.sleep(0.005)
+
+
+def completedCount(db):
+    """How many jobs the service says are completed (a fresh read)."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        tm.begin()
+        return len(conn.root()['tasks']._finished['completed'])
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def enqueueAndWait(db, jobs, timeout):
+    """Add ``jobs`` no-op jobs one transaction each; wait for completion.
+
+    Returns (seconds to enqueue, seconds until all completed).
+    """
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    start = time.perf_counter()
+    try:
+        for _ in range(jobs):
+            for attempt in range(10):
+                try:
+                    tm.begin()
+                    conn.root()['tasks'].add('noop')
+                    tm.commit()
+                    break
+                except transaction.interfaces.TransientError:
+                    tm.abort()
+            else:
+                raise RuntimeError('could not add a job for conflicts')
+    finally:
+        tm.abort()
+        conn.close()
+    enqueued = time.perf_counter() - start
+    deadline = time.monotonic() + timeout
+    while completedCount(db) < jobs:
+        if time.monotonic() > deadline:
+            raise RuntimeError('only %d of %d jobs completed within %ss'
+                               % (completedCount(db), jobs, timeout))
+        time.sleep(0.01)
+    return enqueued, time.perf_counter() - start
+
+
+def newService(db):
+    import zodbtasks
+    with db.transaction() as conn:
+        conn.root()['tasks'] = zodbtasks.TaskService()
+
+
+def benchFileStorage(workdir, jobs, poll, timeout):
+    import ZODB
+    import ZODB.FileStorage
+    from zodbtasks.processor import SimpleProcessor
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(
+        os.path.join(workdir, 'fs.fs')))
+    try:
+        newService(db)
+        proc = SimpleProcessor(db, 'tasks', waitTime=poll)
+        thread = threading.Thread(target=proc, daemon=True)
+        thread.start()
+        try:
+            return enqueueAndWait(db, jobs, timeout)
+        finally:
+            proc.stop()
+            thread.join(60)
+    finally:
+        db.close()
+
+
+def benchZEO(workdir, jobs, processes, poll, timeout):
+    import ZEO
+    from zodbtasks._testing import Workers
+    from zodbtasks._testing import ZEOServer
+    path = os.path.join(workdir, 'zeo-%d.fs' % processes)
+    with ZEOServer(path) as server:
+        db = ZEO.DB(server.address)
+        try:
+            newService(db)
+            env = {'PYTHONPATH': os.pathsep.join(
+                [HERE] + [p for p in [os.environ.get('PYTHONPATH')] if p])}
+            logDir = os.path.join(workdir, 'zeo-%d-logs' % processes)
+            os.mkdir(logDir)
+            with Workers(logDir, env=env) as workers:
+                for _ in range(processes):
+                    workers.start('worker', '--db', server.uri, '--service', 'tasks',
+                                  '--tasks', 'bench_workers',
+                                  '--poll', str(poll))
+                # Ready when each worker says it runs.
+                waitUntil(lambda: all('worker for /' in workers.log(p)
+                                      for p in workers.processes),
+                          60, 'the workers starting')
+                result = enqueueAndWait(db, jobs, timeout)
+                for process in workers.processes:
+                    process.send_signal(signal.SIGTERM)
+                workers.wait(60)
+                return result
+        finally:
+            db.close()
+
+
+def benchHuey(workdir, jobs, timeout, fsync):
+    path = os.path.join(workdir, 'huey-%d.db' % fsync)
+    os.environ['ZODBTASKS_BENCH_HUEY'] = path
+    os.environ['ZODBTASKS_BENCH_HUEY_FSYNC'] = '1' if fsync else '0'
+    # Enqueue through the module the consumer loads, so that the task has
+    # the same name (bench_workers.hueyNoop) on both sides.
+    sys.path.insert(0, HERE)
+    import bench_workers
+    huey = bench_workers._makeHuey()
+    logPath = os.path.join(workdir, 'huey-%d.log' % fsync)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [HERE] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    consumer = shutil.which('huey_consumer',
+                            path=os.path.dirname(sys.executable))
+    command = ([consumer] if consumer else
+               [sys.executable, '-m', 'huey.bin.huey_consumer'])
+    with open(logPath, 'ab') as logFile:
+        process = subprocess.Popen(
+            command + ['bench_workers.huey', '-w', '1', '-k', 'thread',
+                       '-d', '0.01', '-m', '0.01', '-C'],
+            env=env, cwd=workdir, stdout=logFile, stderr=subprocess.STDOUT)
+    try:
+        waitUntil(lambda: _read(logPath).count('started') > 0, 60,
+                  'the huey consumer starting')
+        start = time.perf_counter()
+        for _ in range(jobs):
+            huey.noop()
+        enqueued = time.perf_counter() - start
+        deadline = time.monotonic() + timeout
+        while huey.storage.result_store_size() < jobs:
+            if time.monotonic() > deadline:
+                raise RuntimeError('huey completed only %d of %d' % (
+                    huey.storage.result_store_size(), jobs))
+            time.sleep(0.01)
+        return enqueued, time.perf_counter() - start
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _read(path):
+    with open(path, errors='replace') as f:
+        return f.read().lower()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--jobs', type=int, default=2000)
+    parser.add_argument('--processes', default='1,2,4',
+                        help='numbers of ZEO worker processes to try')
+    parser.add_argument('--poll', type=float, default=0.01)
+    parser.add_argument('--timeout', type=float, default=600)
+    parser.add_argument('--no-huey', action='store_true')
+    parser.add_argument('--no-filestorage', action='store_true')
+    args = parser.parse_args(argv)
+    rows = []
+    workdir = tempfile.mkdtemp(prefix='zodbtasks-bench-')
+    try:
+        if not args.no_filestorage:
+            rows.append(('FileStorage, 1 thread (in process)',) +
+                        benchFileStorage(workdir, args.jobs, args.poll,
+                                         args.timeout))
+            _show(rows[-1], args.jobs)
+        for n in [int(n) for n in args.processes.split(',') if n]:
+            rows.append(('ZEO, %d worker process%s' % (n, 'es' * (n > 1)),)
+                        + benchZEO(workdir, args.jobs, n, args.poll,
+                                   args.timeout))
+            _show(rows[-1], args.jobs)
+        if not args.no_huey:
+            try:
+                import huey as _  # noqa: F401
+            except ImportError:
+                print('huey is not installed: pip install huey',
+                      file=sys.stderr)
+            else:
+                for fsync in (False, True):
+                    rows.append(('huey SqliteHuey, 1 worker, fsync=%s'
+                                 % fsync,) + benchHuey(
+                                     workdir, args.jobs, args.timeout, fsync))
+                    _show(rows[-1], args.jobs)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print('%d no-op jobs, each added in its own transaction; %d CPUs; '
+          'Python %s' % (args.jobs, os.cpu_count(), sys.version.split()[0]))
+    print()
+    header = ('scenario', 'enqueue s', 'total s', 'jobs/s', 'vs ZEO x1',
+              'vs huey')
+    base = {label: args.jobs / total for label, _, total in rows}
+    zeo1 = next((v for k, v in base.items() if k.startswith('ZEO, 1 ')), None)
+    # Compared with huey as configured by default (fsync=False).
+    hueyRate = next((v for k, v in base.items() if k.startswith('huey')),
+                    None)
+    table = [header]
+    for label, enqueued, total in rows:
+        rate = args.jobs / total
+        table.append((label, '%.2f' % enqueued, '%.2f' % total,
+                      '%.0f' % rate,
+                      '%.2fx' % (rate / zeo1) if zeo1 and label.startswith(
+                          'ZEO') else '',
+                      '%.2fx' % (rate / hueyRate) if hueyRate else ''))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for n, row in enumerate(table):
+        print('  '.join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print('  '.join('-' * w for w in widths))
+
+
+def _show(row, jobs):
+    print('%-40s %6.2fs enqueue, %6.2fs total, %5.0f jobs/s'
+          % (row[0], row[1], row[2], jobs / row[2]), file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,276 @@
+"""The ``zodbtasks`` command.
+
+``zodbtasks worker`` runs the jobs of a service in a process of its own::
+
+    zodbtasks worker --db zeo://127.0.0.1:8100 --service app/tasks \\
+        --tasks myapp.tasks --threads 4
+
+``--db`` takes a URI that zodburi understands (``file://``, ``zeo://``,
+``memory://``, ``zconfig://``, and ``postgres://`` etc. when RelStorage is
+installed), a ZConfig file (a path ending in ``.conf``) or a FileStorage file
+(a path ending in ``.fs``). The operator's subcommands (``status``, ``jobs``,
+``show``, ``add``, ``cron``, ``cancel``, ...) come from `zodbtasks.admin`.
+"""
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import time
+
+import transaction
+
+log = logging.getLogger('zodbtasks.worker')
+
+
+class UsageError(Exception):
+    """Bad input: the command ends with a one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+
+    def error(self, message):
+        # One line, not argparse's usage block.
+        self.exit(2, '%s: error: %s (see --help)\n' % (self.prog, message))
+
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError('not a number: %r' % text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError('must be positive: %r' % text)
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def openDatabase(spec, pool_size=None):
+    """Open the database named by ``spec``: a URI, a .conf or a .fs path."""
+    import ZODB
+    if '://' in spec:
+        try:
+            import zodburi
+        except ImportError:
+            raise UsageError('--db %s needs the zodburi package' % spec)
+        try:
+            factory, dbkw = zodburi.resolve_uri(spec)
+        except KeyError as error:
+            raise UsageError('--db %s: unknown kind of URI (%s)' % (
+                spec, error.args[0] if error.args else error))
+        storage = factory()
+    elif spec.endswith('.conf'):
+        import ZODB.config
+        try:
+            return ZODB.config.databaseFromURL(spec)
+        except OSError as error:
+            raise UsageError('--db %s: %s' % (spec, error))
+    elif spec.endswith('.fs'):
+        import ZODB.FileStorage
+        storage = ZODB.FileStorage.FileStorage(spec)
+        dbkw = {}
+    else:
+        raise UsageError('--db %s: give a URI (file://, zeo://, memory://, '
+                         'postgres://, ...), a .conf or a .fs path' % spec)
+    if pool_size and dbkw.get('pool_size', 7) < pool_size:
+        dbkw['pool_size'] = pool_size
+    return ZODB.DB(storage, **dbkw)
+
+
+def findService(db, path, create=False):
+    """Check that a service is at ``path``; create it there if asked."""
+    from zodbtasks.interfaces import ITaskService
+    from zodbtasks.processor import splitPath
+    from zodbtasks.processor import traverse
+    from zodbtasks.service import TaskService
+    try:
+        keys = splitPath(path)
+    except (TypeError, ValueError) as error:
+        raise UsageError('--service: %s' % error)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        tm.begin()
+        try:
+            service = traverse(conn.root(), keys)
+        except KeyError as error:
+            if not create:
+                raise UsageError('no service at /%s (%s); add --create to '
+                                 'create one' % ('/'.join(keys),
+                                                 error.args[0]))
+            try:
+                parent = traverse(conn.root(), keys[:-1])
+            except KeyError as error:
+                raise UsageError('cannot create /%s: %s' % (
+                    '/'.join(keys), error.args[0]))
+            parent[keys[-1]] = service = TaskService()
+            tm.commit()
+            log.info('created a task service at /%s', '/'.join(keys))
+        if not ITaskService.providedBy(service):
+            raise UsageError('/%s is a %s, not a task service' % (
+                '/'.join(keys), type(service).__name__))
+        return keys
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def worker(args):
+    for name in args.tasks:
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            raise UsageError('cannot import task module %s: %s: %s' % (
+                name, type(error).__name__, error))
+    try:
+        db = openDatabase(args.db, pool_size=2 * args.threads + 4)
+    except UsageError:
+        raise
+    except Exception as error:
+        raise UsageError('cannot open --db %s: %s: %s' % (
+            args.db, type(error).__name__, error))
+    try:
+        keys = findService(db, args.service, args.create)
+        return _work(db, keys, args)
+    finally:
+        db.close()
+
+
+def _work(db, keys, args):
+    from zodbtasks.processor import MultiProcessor
+    from zodbtasks.processor import SimpleProcessor
+    options = dict(waitTime=args.poll, lease=args.lease,
+                   untilIdle=args.until_idle,
+                   heartbeatInterval=args.heartbeat)
+    if args.threads > 1:
+        processor = MultiProcessor(db, keys, maxThreads=args.threads,
+                                   **options)
+    else:
+        processor = SimpleProcessor(db, keys, **options)
+    signals = []
+
+    def stop(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            log.info('stopping after the job(s) in hand (signal %s again to '
+                     'interrupt them)', signal.Signals(signum).name)
+            processor.stop()
+        else:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop)
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    started = time.monotonic()
+    log.info('worker for /%s on %s: %d thread(s), polling every %ss%s',
+             '/'.join(keys), args.db, args.threads, args.poll,
+             ', until idle' if args.until_idle else '')
+    code = 0
+    try:
+        processor()
+    except KeyboardInterrupt:
+        log.warning('interrupted: the jobs in hand are given back when '
+                    'their leases expire')
+        code = 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stats = processor.stats
+        total = sum(stats.values())
+        conflicts = processor.conflicts
+        log.info('worker stopped after %.1fs: %d job(s)%s%s',
+                 time.monotonic() - started, total, (' (%s)' % ', '.join(
+                     '%s: %d' % item for item in sorted(stats.items())))
+                 if total else '', '; conflicts: %s' % ', '.join(
+                     '%s %d' % item for item in sorted(conflicts.items()))
+                 if conflicts else '')
+    if code:
+        # Threads may still hold the database: leave without closing it.
+        logging.shutdown()
+        sys.stdout.flush()
+        import os
+        os._exit(code)
+    return code
+
+
+def buildParser():
+    parser = _Parser(prog='zodbtasks',
+                     description='Work with zodbtasks task services.')
+    parser.add_argument('--log-level', default='INFO',
+                        choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'],
+                        help='what to log to stderr (default INFO)')
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND',
+                                     parser_class=_Parser)
+    commands.required = True
+    run = commands.add_parser(
+        'worker', help='run the jobs of a service',
+        description='Claim and run the jobs of a service until stopped '
+        '(SIGTERM or SIGINT: after the jobs in hand; a second signal '
+        'interrupts them).')
+    run.add_argument('--db', required=True, metavar='URI',
+                     help='zodburi URI (file://, zeo://, memory://, '
+                     'zconfig://, postgres:// with RelStorage), or a path '
+                     'to a .conf (ZConfig) or .fs (FileStorage) file')
+    run.add_argument('--service', required=True, metavar='PATH',
+                     help='slash-separated keys from the database root to '
+                     'the service, e.g. app/tasks')
+    run.add_argument('--tasks', action='append', default=[], metavar='MODULE',
+                     help='a module to import; it registers task utilities '
+                     '(repeat for more)')
+    run.add_argument('--threads', type=_positive(int), default=1,
+                     help='jobs to run at once (default 1)')
+    run.add_argument('--poll', type=_positive(float), default=1.0,
+                     metavar='SECONDS',
+                     help='wait when nothing is due (default 1)')
+    run.add_argument('--lease', type=_positive(float), default=None,
+                     metavar='SECONDS',
+                     help="length of a claim's lease (default: the job's, "
+                     "else the service's)")
+    run.add_argument('--heartbeat', type=_positive(float), default=None,
+                     metavar='SECONDS', help='extend the leases of running '
+                     'jobs this often (default: only when tasks call '
+                     'heartbeat())')
+    run.add_argument('--until-idle', action='store_true',
+                     help='exit when nothing is due and no worker holds a job')
+    run.add_argument('--create', action='store_true',
+                     help='create the service if there is none at PATH')
+    run.set_defaults(func=worker)
+    # The operator's subcommands (status, jobs, show, add, cron, cancel, ...).
+    from zodbtasks import admin
+    admin.addCommands(commands)
+    board = commands.add_parser(
+        'dashboard', help='serve the web dashboard (needs the dashboard '
+        'extra: WebOb and waitress)')
+    try:
+        from zodbtasks import dashboard
+    except ImportError as error:
+        missing = str(error)
+
+        def unavailable(args):
+            raise UsageError('the dashboard needs the "dashboard" extra '
+                             '(pip install zodbtasks[dashboard]): %s'
+                             % missing)
+        board.set_defaults(func=unavailable)
+    else:
+        dashboard.add_arguments(board)
+        board.set_defaults(func=dashboard.run)
+    return parser
+
+
+def main(argv=None):
+    parser = buildParser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), stream=sys.stderr,
+        format='%(asctime)s %(levelname)s %(name)s %(message)s')
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print('zodbtasks %s: error: %s' % (args.command, error),
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,897 @@
+"""Processors: the loops that claim jobs from a service and run them.
+
+A processor works on a database, not on an object: it is given the database
+and the path of the service from the database root (``'app/tasks'``), opens
+its own connections and runs every step in a transaction of its own:
+
+1. **claim** -- a short transaction that takes one or more due jobs off the
+   queue under a lease (`TaskService.claimNextJob`) and commits at once, so
+   that no worker holds the service's busy objects while a task runs;
+2. **run** -- one transaction per job that runs its task and records the
+   outcome (`TaskService.processNext` with the lease's token); the result,
+   error or traceback is committed with the new status and with whatever the
+   task changed.
+
+`SimpleProcessor` runs one job at a time, `MultiProcessor` several, in a pool
+of threads. Both use the transaction manager of the thread they run in
+(``transaction.manager``), so a task may call ``transaction.savepoint()``,
+``transaction.doom()`` and the like as it would in a web request.
+
+Conflicts
+=========
+
+A ``ConflictError`` when a claim commits is ordinary contention between
+workers: the claim is tried again, a few times, then the loop goes round.
+
+When the run transaction fails to commit with a conflict, running the task
+again would repeat whatever it did outside the database (mail sent, lines
+written to a file). So the processor looks at what the transaction wrote:
+
+* The run itself writes only the job and the bucket(s) of the finished-jobs
+  set that the job's id goes to. If the task wrote nothing else, the outcome
+  is recorded again in a fresh transaction **without running the task**.
+* If the task changed persistent objects of its own, those changes are lost
+  with the failed commit and the task is **run again** -- the ordinary ZODB
+  rule. Such tasks must tolerate repeating their external effects.
+* In both cases the fresh transaction first checks that the job is still
+  held under this worker's lease; if not (it was cancelled, or the lease
+  expired and another worker took the job), the outcome is dropped and the
+  loss is logged at INFO level.
+
+After ``attempts`` tries the job is failed with a message that says so. A
+task that dooms its transaction, or any other error when the run commits,
+fails the job in a fresh transaction; it is never run again by that worker.
+"""
+import atexit
+import bisect
+import collections
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+
+import transaction
+from transaction.interfaces import DoomedTransaction
+from transaction.interfaces import TransientError
+
+from zodbtasks import interfaces
+from zodbtasks.context import appendLog
+from zodbtasks.interfaces import LeaseLost
+
+log = logging.getLogger('zodbtasks.processor')
+#: One line per finished job goes to this logger, at INFO level.
+jobLog = logging.getLogger('zodbtasks.jobs')
+
+#: The job fields a run records; they are copied when an outcome is recorded
+#: again after a conflict.
+_OUTCOME_FIELDS = ('output', 'error', 'traceback', 'completed', 'log',
+                   'progress')
+_HOST = socket.gethostname()
+
+
+def splitPath(path):
+    """The keys of a service path: ``'a/b'`` or ``('a', 'b')`` -> a tuple."""
+    if isinstance(path, str):
+        keys = tuple(part for part in path.split('/') if part)
+    elif isinstance(path, (tuple, list)):
+        keys = tuple(path)
+        if not all(isinstance(key, str) and key for key in keys):
+            raise TypeError('a service path must be made of non-empty '
+                            'strings, not %r' % (path,))
+    else:
+        raise TypeError('a service path is a string like "app/tasks" or a '
+                        'tuple of keys, not %r' % (path,))
+    if not keys:
+        raise ValueError('a service path needs at least one key, got %r'
+                         % (path,))
+    return keys
+
+
+#: The path key that steps from a site to its site manager.
+SITE_MANAGER = '++etc++site'
+
+
+def traverse(root, keys):
+    """The object at ``keys`` below ``root``; KeyError names what is missing.
+
+    Each key is an item (``obj[key]``) or else an attribute; the key
+    ``++etc++site`` steps into a site's site manager.
+    """
+    obj = root
+    for depth, key in enumerate(keys):
+        try:
+            if key == SITE_MANAGER and hasattr(obj, 'getSiteManager'):
+                obj = obj.getSiteManager()
+                continue
+            obj = obj[key]
+        except (KeyError, TypeError, AttributeError):
+            try:
+                obj = getattr(obj, key)
+            except AttributeError:
+                raise KeyError('no %r at /%s in the database' % (
+                    key, '/'.join(keys[:depth]))) from None
+    return obj
+
+
+def _writtenOids(conn):
+    """The oids that the connection's transaction would write, so far."""
+    oids = {obj._p_oid for obj in conn._registered_objects}
+    saved = conn._savepoint_storage
+    if saved is not None:
+        oids.update(oid for oid in saved.index if oid not in saved.creating)
+    oids.discard(None)
+    return oids
+
+
+def _bucketPath(tree, key):
+    """The nodes of a BTree set that an insert of ``key`` may have written.
+
+    These are the nodes on the way from the root to the bucket of ``key``,
+    with their neighbours: when a node splits, the half that did not get the
+    key was written too.
+    """
+    nodes = [tree]
+    node = tree
+    while True:
+        node._p_activate()
+        state = node.__getstate__()
+        if not state or len(state) < 2:
+            return nodes          # empty, or one bucket kept inside the tree
+        data = state[0]
+        children, keys = data[0::2], data[1::2]
+        i = bisect.bisect_right(keys, key)
+        nodes.extend(children[max(i - 1, 0):i + 2])
+        child = children[i]
+        if type(child) is not type(tree):
+            return nodes          # a bucket: the bottom
+        node = child
+
+
+def _runFootprint(service, job):
+    """The oids the service writes when it records the outcome of ``job``."""
+    oids = {job._p_oid}
+    if job.status in (interfaces.COMPLETED, interfaces.ERROR):
+        finished = service._finished[job.status]
+        shard = finished._shards[job.id >> finished._shift]
+        oids.update(node._p_oid for node in _bucketPath(shard, job.id))
+    return oids
+
+
+class _Outcome:
+    """What a run recorded on its job, kept to be recorded again."""
+
+    def __init__(self, job):
+        self.task = job.task
+        self.status = job.status
+        self.attempts = job.attempts
+        for name in _OUTCOME_FIELDS:
+            setattr(self, name, getattr(job, name))
+        self.failed = self.error is not None
+
+
+class SimpleProcessor:
+    """Run the jobs of the service at ``servicePath`` one at a time.
+
+    ``waitTime`` is how long to sleep when nothing is due. The loop runs
+    when the processor is called, until `stop` (or ``running = False``).
+
+    Keyword options: ``clock`` (the time function, default `time.time`),
+    ``lease`` (seconds a claim lasts; default: the job's, else the
+    service's), ``untilIdle`` (end the loop when the service is idle),
+    ``attempts`` (tries per transaction on conflicts), ``name`` (the worker
+    name stored on leases; default ``host:pid:thread``) and
+    ``heartbeatInterval`` (extend the leases of running jobs every so many
+    seconds, in a thread of the processor; default None: tasks heartbeat
+    themselves).
+
+    Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
+    0.05), the loop claims up to ``batch`` jobs (8) in one transaction,
+    doubling from 1, and runs them one after the other; a slower job brings
+    it back to one. That saves a commit per job without holding jobs long.
+    A claimed job whose lease is half gone when its turn comes is heartbeat
+    first, and skipped if its lease was lost. The jobs of a batch count as
+    "in hand" when the loop is stopped.
+    """
+
+    maxThreads = 1
+
+    def __init__(self, db, servicePath, waitTime=1.0, clock=None, lease=None,
+                 untilIdle=False, attempts=5, name=None,
+                 heartbeatInterval=None, transactionManager=None, batch=8,
+                 batchBelow=0.05):
+        self.db = db
+        self.servicePath = splitPath(servicePath)
+        self.waitTime = waitTime
+        self.clock = clock or time.time
+        self.lease = lease
+        self.untilIdle = untilIdle
+        self.attempts = attempts
+        self.name = name
+        self.heartbeatInterval = heartbeatInterval
+        self.transaction_manager = transactionManager or transaction.manager
+        self.running = False
+        self.stats = collections.Counter()
+        #: Conflicts met, by step: claim, run, heartbeat.
+        self.conflicts = collections.Counter()
+        self.batch = max(1, int(batch))
+        self.batchBelow = batchBelow
+        self._batch = 1
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopRequested = False
+        self._tokens = {}          # jobid -> lease token, claimed not run
+        self._inHand = {}          # jobid -> [token, last heartbeat]
+
+    def __repr__(self):
+        return '<%s for %s>' % (type(self).__name__, '/'.join(self.servicePath))
+
+    # -- the API of the reference processors --------------------------------
+
+    def hasJobsWaiting(self):
+        """Whether a job is due now; reads, never writes."""
+        return self._read(lambda service, now: service.hasJobsWaiting(now))
+
+    def isIdle(self):
+        """Whether nothing is due and no worker holds a job."""
+        return self._read(lambda service, now: service.isIdle(now))
+
+    def claimNextJob(self):
+        """Claim the next due job in a transaction of its own; its id or None.
+
+        Run it with ``processNext(jobid)``.
+        """
+        claimed = self._claim(1)
+        if not claimed:
+            return None
+        jobid, token = claimed[0][:2]
+        with self._lock:
+            self._tokens[jobid] = token
+        return jobid
+
+    def processNext(self, jobid=None):
+        """Run one job and return whether one ran.
+
+        Without ``jobid``: claim the next due job, commit, run it. With the
+        id of a job this processor claimed, run that one. With the id of any
+        other job, run it in one transaction, as `TaskService.processNext`
+        does.
+        """
+        if jobid is None:
+            claimed = self._claim(1)
+            if not claimed:
+                return False
+            self._runJob(*claimed[0][:2])
+            return True
+        with self._lock:
+            token = self._tokens.pop(jobid, None)
+        if token is not None:
+            self._runJob(jobid, token)
+            return True
+        return self._unleased(jobid)
+
+    def stop(self):
+        """Ask the loop to end after the job in hand."""
+        self._stopRequested = True
+        self.running = False
+        self._wake.set()
+
+    def __call__(self):
+        """The loop: claim and run jobs until stopped (or idle)."""
+        if self._stopRequested:
+            return
+        self.running = True
+        beating = self._startHeartbeats()
+        try:
+            self._loop()
+        finally:
+            self.running = False
+            self._stopRequested = True
+            self._wake.set()
+            if beating is not None:
+                beating.join()
+
+    def _loop(self):
+        failures = 0
+        while self._going():
+            claimed = self._claim(self._batch)
+            if claimed is None:
+                failures += 1
+                self._pause(failures)
+                continue
+            failures = 0
+            if claimed:
+                for item in claimed:        # all of them are in hand
+                    self._runJob(*item)
+            elif self.untilIdle and self.isIdle():
+                break
+            else:
+                self._wake.wait(self.waitTime)
+
+    def _going(self):
+        return self.running and not self._stopRequested
+
+    def _pause(self, failures):
+        """Wait after a step failed: longer the more failed in a row."""
+        if failures > 1:
+            self._wake.wait(min(60.0, self.waitTime * 2 ** min(failures, 8)))
+
+    # -- transactions ---------------------------------------------------------
+
+    def _open(self, tm=None):
+        tm = tm or self.transaction_manager
+        conn = self.db.open(transaction_manager=tm)
+        tm.begin()
+        return conn, tm
+
+    def service(self, conn):
+        """The service, found by its path from ``conn``'s root."""
+        return traverse(conn.root(), self.servicePath)
+
+    def _read(self, func):
+        conn, tm = self._open()
+        try:
+            return func(self.service(conn), self.clock())
+        finally:
+            tm.abort()
+            conn.close()
+
+    def _workerName(self, slot=None):
+        if self.name:
+            base = self.name
+        else:
+            base = '%s:%d' % (_HOST, os.getpid())
+        return '%s:%s' % (base, slot if slot is not None
+                          else threading.current_thread().name)
+
+    def _backoff(self, attempt):
+        time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
+
+    def _claim(self, count, names=None):
+        """Claim up to ``count`` due jobs in one transaction.
+
+        Returns a list of (jobid, token, claimed at, lease expires), or None
+        if the claim failed (it was logged).
+        """
+        last = None
+        for attempt in range(self.attempts):
+            try:
+                conn, tm = self._open()
+            except Exception:
+                log.exception('cannot open a connection to claim jobs')
+                return None
+            try:
+                service = self.service(conn)
+                now = self.clock()
+                claimed = []
+                for n in range(count):
+                    worker = (names[n] if names else self._workerName())
+                    jobid = service.claimNextJob(now, worker=worker,
+                                                 lease=self.lease)
+                    if jobid is None:
+                        break
+                    lease = service.jobs[jobid].lease
+                    claimed.append((jobid, lease.token, now, lease.expires))
+                tm.commit()
+                return claimed
+            except TransientError as error:
+                tm.abort()
+                last = error
+                self._count('claim')
+                log.debug('claim attempt %d conflicted: %s', attempt + 1,
+                          error)
+                self._backoff(attempt)
+            except Exception:
+                tm.abort()
+                log.exception('claiming jobs from /%s failed',
+                              '/'.join(self.servicePath))
+                return None
+            except BaseException:
+                tm.abort()
+                raise
+            finally:
+                conn.close()
+        log.debug('claiming from /%s gave up after %d conflicts: %s',
+                 '/'.join(self.servicePath), self.attempts, last)
+        return []
+
+    # -- running a claimed job ------------------------------------------------
+
+    def _heartbeatFor(self, jobid, token):
+        """The function a running task calls to extend its lease."""
+        def heartbeat():
+            return self._heartbeat(jobid, token)
+        return heartbeat
+
+    def _heartbeat(self, jobid, token):
+        """Extend the lease in a connection and transaction of its own.
+
+        Returns the lease's new end, or None if it could not be written for
+        conflicts (the next heartbeat tries again). Raises LeaseLost.
+        """
+        tm = transaction.TransactionManager()
+        last = None
+        for attempt in range(self.attempts):
+            conn = self.db.open(transaction_manager=tm)
+            try:
+                tm.begin()
+                service = self.service(conn)
+                expires = service.heartbeat(jobid, token, self.clock(),
+                                            seconds=self.lease)
+                tm.commit()
+                with self._lock:
+                    if jobid in self._inHand:
+                        self._inHand[jobid][1] = time.monotonic()
+                return expires
+            except TransientError as error:
+                tm.abort()
+                last = error
+                self._count('heartbeat')
+                self._backoff(attempt)
+            except BaseException:
+                tm.abort()
+                raise
+            finally:
+                conn.close()
+        log.warning('could not extend the lease on job %s: %s', jobid, last)
+        return None
+
+    def _count(self, step):
+        with self._lock:
+            self.conflicts[step] += 1
+
+    def _runJob(self, jobid, token, claimedAt=None, expires=None):
+        """Run a job claimed under ``token``; return its status or None.
+
+        ``claimedAt`` and ``expires`` (clock times) say when the claim was
+        made and when its lease ends: a job that waited in a batch until
+        half of its lease was gone is heartbeat before it runs.
+        """
+        if claimedAt is not None and expires is not None \
+                and self.clock() >= (claimedAt + expires) / 2:
+            try:
+                self._heartbeat(jobid, token)
+            except LeaseLost as error:
+                log.info('dropped job %s before running it: %s', jobid, error)
+                with self._lock:
+                    self.stats['lost'] += 1
+                return None
+        started = time.monotonic()
+        heartbeat = self._heartbeatFor(jobid, token)
+        with self._lock:
+            self._inHand[jobid] = [token, started]
+        try:
+            outcome = self._runAttempts(jobid, token, heartbeat)
+        except Exception:
+            # The database is gone or broken: the lease will expire and the
+            # job will be given back.
+            log.exception('could not run job %s', jobid)
+            outcome = None
+        finally:
+            with self._lock:
+                self._inHand.pop(jobid, None)
+        seconds = time.monotonic() - started
+        # Fast jobs: claim more at a time; a slow one: back to one.
+        with self._lock:
+            self._batch = (min(self.batch, self._batch * 2)
+                           if seconds < self.batchBelow else 1)
+        if outcome is None:
+            with self._lock:
+                self.stats['lost'] += 1
+            return None
+        with self._lock:
+            self.stats[outcome.status] += 1
+        jobLog.info('job %s %s %s in %.3fs (attempt %d)%s', jobid,
+                    outcome.task, outcome.status, seconds, outcome.attempts,
+                    ': ' + outcome.error if outcome.failed else '')
+        return outcome.status
+
+    def _runAttempts(self, jobid, token, heartbeat):
+        rerun = True
+        outcome = None
+        last = None
+        for attempt in range(self.attempts):
+            conn, tm = self._open()
+            txn = tm.get()
+            try:
+                service = self.service(conn)
+                if rerun:
+                    now = self.clock()
+                    service.processNext(now, jobid, token=token,
+                                        heartbeat=heartbeat)
+                    job = service.jobs[jobid]
+                    outcome = _Outcome(job)
+                    # Anything written beyond what recording the outcome
+                    # writes is the task's own work.
+                    rerun = bool(_writtenOids(conn)
+                                 - _runFootprint(service, job))
+                    if tm.get() is not txn:
+                        # The task committed or aborted: the lease was
+                        # checked in a transaction that is gone.
+                        self._checkLease(jobid, token)
+                else:
+                    self._record(service, jobid, token, outcome)
+                tm.commit()
+                return outcome
+            except LeaseLost as error:
+                tm.abort()
+                log.info('dropped the run of job %s: %s', jobid, error)
+                return None
+            except TransientError as error:
+                # From the task (rerun is still True) or from the commit.
+                tm.abort()
+                last = error
+                self._count('run')
+                log.debug('run of job %s conflicted (attempt %d, %s): %s',
+                          jobid, attempt + 1,
+                          'running the task again' if rerun
+                          else 'recording the outcome again', error)
+                self._backoff(attempt)
+            except DoomedTransaction:
+                tm.abort()
+                return self._fail(jobid, token, 'the task doomed its '
+                                  'transaction; nothing it did was committed')
+            except Exception as error:
+                tm.abort()
+                log.exception('committing the run of job %s failed', jobid)
+                return self._fail(jobid, token, '%s while committing the '
+                                  'run: %s' % (type(error).__name__, error),
+                                  traceback.format_exc())
+            except BaseException:
+                tm.abort()
+                raise
+            finally:
+                conn.close()
+        return self._fail(jobid, token, 'gave up after %d attempts that '
+                          'conflicted; last: %s' % (self.attempts, last))
+
+    def _checkLease(self, jobid, token):
+        """Raise LeaseLost unless the committed job is held under ``token``."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            tm.begin()
+            service = self.service(conn)
+            service._checkLease(service.jobs[jobid], token)
+        finally:
+            tm.abort()
+            conn.close()
+
+    def _record(self, service, jobid, token, outcome):
+        """Record ``outcome`` again, without running the task."""
+        job = service.jobs[jobid]
+        service._checkLease(job, token)
+        for name in _OUTCOME_FIELDS:
+            setattr(job, name, getattr(outcome, name))
+        service._endRun(job, outcome.completed, failed=outcome.failed)
+
+    def _fail(self, jobid, token, message, tb=None):
+        """Fail the job in a fresh transaction; return the outcome or None."""
+        for attempt in range(self.attempts):
+            conn, tm = self._open()
+            try:
+                service = self.service(conn)
+                job = service.jobs[jobid]
+                service._checkLease(job, token)
+                now = self.clock()
+                job.error, job.traceback = message, tb
+                job.completed = now
+                appendLog(job, tb or message)
+                service._endRun(job, now, failed=True)
+                outcome = _Outcome(job)
+                tm.commit()
+                return outcome
+            except LeaseLost as error:
+                tm.abort()
+                log.info('dropped the run of job %s: %s', jobid, error)
+                return None
+            except TransientError:
+                tm.abort()
+                self._backoff(attempt)
+            except BaseException:
+                tm.abort()
+                raise
+            finally:
+                conn.close()
+        log.error('could not record the failure of job %s (%s); its lease '
+                  'will expire and the service will recover it', jobid,
+                  message)
+        return None
+
+    def _unleased(self, jobid):
+        """Run a job by id in one transaction, as the service itself does."""
+        for attempt in range(self.attempts):
+            conn, tm = self._open()
+            try:
+                service = self.service(conn)
+                ran = service.processNext(self.clock(), jobid)
+                tm.commit()
+                return ran
+            except TransientError:
+                tm.abort()
+                self._backoff(attempt)
+            except BaseException:
+                tm.abort()
+                raise
+            finally:
+                conn.close()
+        log.error('gave up running job %s after %d conflicts', jobid,
+                  self.attempts)
+        return False
+
+    # -- automatic heartbeats ---------------------------------------------------
+
+    def _startHeartbeats(self):
+        if not self.heartbeatInterval:
+            return None
+        thread = threading.Thread(target=self._beatLoop, daemon=True,
+                                  name='%s heartbeats' % self)
+        thread.start()
+        return thread
+
+    def _beatLoop(self):
+        interval = self.heartbeatInterval
+        while not self._stopRequested:
+            self._wake.wait(interval / 2)
+            with self._lock:
+                due = [(jobid, held[0]) for jobid, held in self._inHand.items()
+                       if time.monotonic() - held[1] >= interval]
+            for jobid, token in due:
+                try:
+                    self._heartbeat(jobid, token)
+                except LeaseLost:
+                    pass    # the run finds out when it commits
+                except Exception:
+                    log.exception('heartbeat for job %s failed', jobid)
+
+
+class MultiProcessor(SimpleProcessor):
+    """Run up to ``maxThreads`` jobs of the service at once.
+
+    The loop claims as many jobs as there are idle threads, in one
+    transaction, and hands them to a pool of threads; each runs its job in a
+    transaction of its own.
+    """
+
+    def __init__(self, db, servicePath, waitTime=1.0, maxThreads=5, **kw):
+        super().__init__(db, servicePath, waitTime, **kw)
+        if not isinstance(maxThreads, int) or maxThreads < 1:
+            raise ValueError('maxThreads must be a positive int, not %r'
+                             % (maxThreads,))
+        self.maxThreads = maxThreads
+        self._busy = 0
+        self._idleChanged = threading.Condition(self._lock)
+
+    @property
+    def threadsBusy(self):
+        return self._busy
+
+    def _loop(self):
+        import queue
+        work = queue.Queue()
+        names = ['%s-%d' % (threading.current_thread().name, n)
+                 for n in range(self.maxThreads)]
+        pool = [threading.Thread(target=self._work, args=(work,),
+                                 name=name, daemon=True) for name in names]
+        for thread in pool:
+            thread.start()
+        try:
+            failures = 0
+            while self._going():
+                with self._idleChanged:
+                    # Room for a job per thread, and for a batch waiting
+                    # while jobs run fast.
+                    room = self.maxThreads + self._batch - 1
+                    while self._busy >= room and self._going():
+                        self._idleChanged.wait(self.waitTime)
+                        room = self.maxThreads + self._batch - 1
+                    free = room - self._busy
+                if not self._going():
+                    break
+                claimed = self._claim(free, [
+                    self._workerName(names[n % len(names)])
+                    for n in range(free)])
+                if claimed is None:
+                    failures += 1
+                    self._pause(failures)
+                    continue
+                failures = 0
+                if claimed:
+                    with self._idleChanged:
+                        self._busy += len(claimed)
+                    for item in claimed:
+                        work.put(item)
+                    continue
+                with self._idleChanged:
+                    busy = self._busy
+                if self.untilIdle and busy == 0 and self.isIdle():
+                    break
+                self._wake.wait(self.waitTime)
+        except BaseException:
+            # Interrupted: do not wait for the jobs in hand.
+            for thread in pool:
+                work.put(None)
+            raise
+        # Every job handed out is run before the threads see the end.
+        for thread in pool:
+            work.put(None)
+        for thread in pool:
+            thread.join()
+
+    def _work(self, work):
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            try:
+                self._runJob(*item)
+            except BaseException:
+                log.exception('running job %s failed', item[0])
+            finally:
+                with self._idleChanged:
+                    self._busy -= 1
+                    self._idleChanged.notify_all()
+
+
+# -- processor threads, as the service starts and stops them -----------------
+
+_registry = {}          # (db, path) -> (processor, thread)
+_registryLock = threading.Lock()
+_atexitRegistered = False
+
+
+def findServicePath(service, depth=4, limit=10000):
+    """The keys from the database root to ``service``, a stored service.
+
+    Follows ``__parent__``/``__name__`` up as far as they go; the object
+    where they end (the root, or a root folder without a name) is found by
+    searching the root's mappings ``depth`` levels deep, looking at no more
+    than ``limit`` entries. Without names the service itself is searched
+    for. Raises ValueError when it is not found.
+    """
+    jar = service._p_jar
+    if jar is None:
+        raise ValueError('the service is not stored in a database: add it '
+                         'and commit before starting to process its jobs')
+    root = jar.root()
+    names = []
+    top = service
+    while getattr(top, '__name__', None) and len(names) < 64:
+        names.append(top.__name__)
+        top = getattr(top, '__parent__', None)
+    if names and top is not None:
+        keys = tuple(reversed(names))
+        above = () if top is root else _search(root, top, depth, limit)
+        if above is not None:
+            try:
+                if traverse(root, above + keys) is service:
+                    return above + keys
+            except KeyError:
+                pass
+    found = _search(root, service, depth, limit)
+    if found is None:
+        raise ValueError('cannot find the service in its database (searched '
+                         '%d levels from the root); give its path, e.g. '
+                         'startProcessing("app/tasks")' % depth)
+    return found
+
+
+def _search(root, target, depth, limit):
+    """The keys of ``target`` below ``root``, breadth first, or None."""
+    seen = 0
+    level = [((), root)]
+    for _ in range(depth):
+        following = []
+        for keys, container in level:
+            items = getattr(container, 'items', None)
+            if not callable(items):
+                continue
+            try:
+                entries = iter(items())
+            except Exception:
+                continue
+            for key, value in entries:
+                seen += 1
+                if seen > limit:
+                    return None
+                if not isinstance(key, str):
+                    continue
+                if value is target:
+                    return keys + (key,)
+                following.append((keys + (key,), value))
+        level = following
+    return None
+
+
+def _key(service, path=None):
+    jar = service._p_jar
+    if jar is None:
+        raise ValueError('the service is not stored in a database: add it '
+                         'and commit before starting to process its jobs')
+    keys = splitPath(path) if path is not None else findServicePath(service)
+    return jar.db(), keys
+
+
+def startProcessing(service, path=None):
+    """Start a processor thread for ``service`` unless one runs already.
+
+    The processor is ``service.processorFactory`` (default
+    `SimpleProcessor`) called with the database, the path and
+    ``service.processorArguments``. Returns the processor.
+    """
+    global _atexitRegistered
+    db, keys = _key(service, path)
+    factory = service.processorFactory or SimpleProcessor
+    arguments = dict(service.processorArguments or {})
+    with _registryLock:
+        running = _registry.get((db, keys))
+        if running is not None and running[1].is_alive() \
+                and not running[0]._stopRequested:
+            return running[0]
+        processor = factory(db, keys, **arguments)
+        thread = threading.Thread(target=processor, daemon=True,
+                                  name='zodbtasks %s' % '/'.join(keys))
+        _registry[db, keys] = (processor, thread)
+        if not _atexitRegistered:
+            atexit.register(stopAll, 10)
+            _atexitRegistered = True
+        thread.start()
+    log.info('started %r', processor)
+    return processor
+
+
+def stopProcessing(service, path=None, timeout=None):
+    """Stop the processor thread of ``service`` after the job in hand.
+
+    Waits up to ``timeout`` seconds (None: until the job in hand ends) and
+    returns whether the thread ended. Python threads cannot be interrupted
+    safely, so a second request waits again; a worker *process* (the
+    ``zodbtasks worker`` command) is interrupted by a second signal.
+    """
+    db, keys = _key(service, path)
+    with _registryLock:
+        entry = _registry.get((db, keys))
+    if entry is None:
+        return True
+    return _stop(entry, timeout, (db, keys))
+
+
+def _stop(entry, timeout, key):
+    processor, thread = entry
+    processor.stop()
+    if thread is not threading.current_thread():
+        thread.join(timeout)
+    stopped = not thread.is_alive()
+    if stopped:
+        with _registryLock:
+            if _registry.get(key) is entry:
+                del _registry[key]
+    return stopped
+
+
+def isProcessing(service, path=None):
+    """Whether a processor thread runs for ``service`` and was not stopped."""
+    db, keys = _key(service, path)
+    with _registryLock:
+        entry = _registry.get((db, keys))
+    return (entry is not None and entry[1].is_alive()
+            and not entry[0]._stopRequested)
+
+
+def stopAll(timeout=None, db=None):
+    """Stop every processor thread (of ``db`` only, if given)."""
+    with _registryLock:
+        entries = [(key, entry) for key, entry in _registry.items()
+                   if db is None or key[0] is db]
+    for _, (processor, _thread) in entries:
+        processor.stop()
+    return all([_stop(entry, timeout, key) for key, entry in entries])
+
+
+def running():
+    """The processors whose threads run, as ((db, path), processor) pairs."""
+    with _registryLock:
+        return [(key, entry[0]) for key, entry in _registry.items()
+                if entry[1].is_alive()]

@@ -1,0 +1,703 @@
+"""Processors claim jobs in one transaction and run them in the next."""
+import contextlib
+import random
+import threading
+
+import persistent.mapping
+import pytest
+import transaction
+import zope.component
+from ZODB.POSException import ReadConflictError
+
+import zodbtasks
+from zodbtasks import processor as processing
+from zodbtasks._trees import ShardedSet
+from zodbtasks._testing import waitFor
+from zodbtasks.context import current
+from zodbtasks.interfaces import ITask
+from zodbtasks.interfaces import LeaseLost
+from zodbtasks.processor import MultiProcessor
+from zodbtasks.processor import SimpleProcessor
+
+WAIT = 30   # seconds before a test gives up waiting for a thread
+
+
+@contextlib.contextmanager
+def opened(db, commit=False):
+    """The service, in a connection and transaction of its own."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    tm.begin()
+    try:
+        yield conn.root()['app']['tasks']
+        if commit:
+            tm.commit()
+    finally:
+        tm.abort()
+        conn.close()
+
+
+@pytest.fixture
+def stored(db):
+    """A service stored at app/tasks in the database."""
+    with db.transaction() as conn:
+        conn.root()['app'] = persistent.mapping.PersistentMapping()
+        conn.root()['app']['tasks'] = zodbtasks.TaskService()
+    return db
+
+
+def register(name, func):
+    zope.component.provideUtility(func, ITask, name=name)
+
+
+def add(db, task, *inputs, **options):
+    with opened(db, commit=True) as service:
+        return [service.add(task, i, **options) for i in inputs]
+
+
+@pytest.fixture
+def ran():
+    """A log of (task, input) and a task 'note' that writes to it."""
+    log = []
+    register('note', lambda service, jobid, input: log.append(input) or input)
+    return log
+
+
+@pytest.fixture
+def stopper():
+    """Processor threads started by a test are stopped by it."""
+    started = []
+    yield started
+    for thread, proc in started:
+        proc.stop()
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    processing.stopAll(WAIT)
+
+
+def start(stopper, proc):
+    thread = threading.Thread(target=proc, daemon=True)
+    stopper.append((thread, proc))
+    thread.start()
+    return thread
+
+
+# -- the reference API -----------------------------------------------------
+
+def test_simple_processor_runs_jobs_in_order_one_at_a_time(stored, ran):
+    ids = add(stored, 'note', 'a', 'b', 'c')
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01)
+    assert proc.hasJobsWaiting()
+    assert proc.processNext()
+    assert ran == ['a']
+    proc.untilIdle = True
+    proc()
+    assert ran == ['a', 'b', 'c']
+    assert not proc.hasJobsWaiting() and not proc.running
+    with opened(stored) as service:
+        assert [service.getStatus(i) for i in ids] == ['completed'] * 3
+        assert [service.getResult(i) for i in ids] == ['a', 'b', 'c']
+    assert proc.processNext() is False
+    assert proc.stats == {'completed': 3}
+
+
+def test_the_path_may_be_given_as_keys(stored, ran):
+    add(stored, 'note', 1)
+    assert SimpleProcessor(stored, ('app', 'tasks')).processNext()
+    assert ran == [1]
+
+
+def test_one_at_a_time_means_never_two_at_once(stored):
+    inside = []
+    most = []
+
+    def task(service, jobid, input):
+        inside.append(jobid)
+        most.append(len(inside))
+        inside.remove(jobid)
+
+    register('t', task)
+    add(stored, 't', *range(6))
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True)()
+    assert most == [1] * 6
+
+
+def test_a_claim_is_committed_before_the_job_runs(stored, ran):
+    jobid, = add(stored, 'note', 'x')
+    proc = SimpleProcessor(stored, 'app/tasks', clock=lambda: 1000.0,
+                           lease=30, name='w')
+    assert proc.claimNextJob() == jobid
+    with opened(stored) as service:     # another connection sees the claim
+        job = service.jobs[jobid]
+        assert (job.status, job.attempts) == ('processing', 1)
+        assert job.lease.expires == 1030.0
+        assert job.lease.worker.startswith('w:')
+    assert ran == []
+    assert proc.processNext(jobid)
+    assert ran == ['x']
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'completed'
+        assert service.jobs[jobid].lease is None
+
+
+def test_process_next_runs_a_job_it_did_not_claim_in_one_transaction(
+        stored, ran):
+    first, second = add(stored, 'note', 'first', 'second')
+    proc = SimpleProcessor(stored, 'app/tasks')
+    assert proc.processNext(second)
+    assert ran == ['second']
+    with opened(stored) as service:
+        assert service.getStatus(second) == 'completed'
+        assert service.getStatus(first) == 'queued'
+
+
+def test_multi_processor_runs_jobs_at_once(stored):
+    barrier = threading.Barrier(3, timeout=WAIT)
+
+    def together(service, jobid, input):
+        # Returns only when three jobs wait here at the same time.
+        return barrier.wait()
+
+    register('together', together)
+    ids = add(stored, 'together', *range(6))
+    proc = MultiProcessor(stored, 'app/tasks', waitTime=0.01, maxThreads=3,
+                          untilIdle=True)
+    proc()
+    with opened(stored) as service:
+        assert [service.getStatus(i) for i in ids] == ['completed'] * 6
+        assert sorted(service.getResult(i) for i in ids) == [0, 0, 1, 1, 2, 2]
+    assert proc.stats == {'completed': 6}
+    assert proc.threadsBusy == 0
+
+
+def test_multi_processor_with_one_thread_cannot_meet_at_a_barrier(stored):
+    barrier = threading.Barrier(2, timeout=0.2)
+    register('together', lambda service, jobid, input: barrier.wait())
+    ids = add(stored, 'together', 1, 2)
+    MultiProcessor(stored, 'app/tasks', waitTime=0.01, maxThreads=1,
+                   untilIdle=True)()
+    with opened(stored) as service:
+        assert [service.getStatus(i) for i in ids] == ['error'] * 2
+        assert 'BrokenBarrierError' in service.getError(ids[0])
+
+
+def test_bad_max_threads_is_refused(stored):
+    with pytest.raises(ValueError, match='maxThreads'):
+        MultiProcessor(stored, 'app/tasks', maxThreads=0)
+
+
+def test_bad_paths_are_refused(stored):
+    for bad in ('', '///', ()):
+        with pytest.raises(ValueError, match='at least one key'):
+            SimpleProcessor(stored, bad)
+    with pytest.raises(TypeError, match='string like'):
+        SimpleProcessor(stored, 42)
+    proc = SimpleProcessor(stored, 'app/nothing')
+    with pytest.raises(KeyError, match="'nothing' at /app"):
+        proc.hasJobsWaiting()
+
+
+def test_a_failing_task_fails_its_job_and_the_loop_goes_on(stored, ran):
+    register('boom', lambda service, jobid, input: 1 / 0)
+    bad, good = add(stored, 'boom', None)[0], add(stored, 'note', 'ok')[0]
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True)
+    proc()
+    with opened(stored) as service:
+        assert service.getStatus(bad) == 'error'
+        assert service.getError(bad) == 'ZeroDivisionError: division by zero'
+        assert 'Traceback' in service.jobs[bad].traceback
+        assert service.getStatus(good) == 'completed'
+    assert proc.stats == {'error': 1, 'completed': 1}
+
+
+# -- tasks that end or doom their transaction ---------------------------------
+
+def test_a_task_that_aborts_its_transaction_runs_once(stored):
+    calls = []
+
+    def aborts(service, jobid, input):
+        calls.append(jobid)
+        service.jobs[jobid].output = 'lost'
+        transaction.abort()
+        return 'done'
+
+    register('aborts', aborts)
+    jobid, = add(stored, 'aborts', None)
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True)()
+    assert calls == [jobid]
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'completed'
+        assert service.getResult(jobid) == 'done'
+
+
+def test_a_task_that_dooms_its_transaction_fails_once(stored):
+    calls = []
+
+    def dooms(service, jobid, input):
+        calls.append(jobid)
+        service.__parent__ = 'not committed'
+        transaction.doom()
+
+    register('dooms', dooms)
+    jobid, = add(stored, 'dooms', None)
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True)()
+    assert calls == [jobid]
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'error'
+        assert 'doomed' in service.getError(jobid)
+        assert service.__parent__ is None
+
+
+def test_a_task_that_commits_part_of_its_work_keeps_it(stored):
+    def batches(service, jobid, input):
+        root = service._p_jar.root()
+        root['app']['done'] = 'first half'
+        transaction.commit()
+        root['app']['more'] = 'second half'
+        return 'ok'
+
+    register('batches', batches)
+    jobid, = add(stored, 'batches', None)
+    assert SimpleProcessor(stored, 'app/tasks').processNext()
+    with opened(stored) as service:
+        app = service._p_jar.root()['app']
+        assert (app['done'], app['more']) == ('first half', 'second half')
+        assert service.getStatus(jobid) == 'completed'
+
+
+# -- conflicts ---------------------------------------------------------------
+
+def touchJob(db, jobid, **changes):
+    """Write the job from another connection, as a concurrent worker might.
+    """
+    with opened(db, commit=True) as service:
+        job = service.jobs[jobid]
+        for name, value in changes.items():
+            setattr(job, name, value)
+
+
+def test_a_conflict_does_not_run_a_task_again_that_wrote_nothing(stored):
+    calls = []
+
+    def outside(service, jobid, input):
+        calls.append(jobid)
+        # Someone writes the job meanwhile: the run's commit conflicts.
+        touchJob(service._p_jar.db(), jobid, progress=(0.5, 'elsewhere'))
+        current().log('told the job')
+        return 'sent'
+
+    register('outside', outside)
+    jobid, = add(stored, 'outside', None)
+    proc = SimpleProcessor(stored, 'app/tasks')
+    assert proc.processNext()
+    assert calls == [jobid]
+    with opened(stored) as service:
+        job = service.jobs[jobid]
+        assert (job.status, job.output, job.attempts) == ('completed', 'sent',
+                                                          1)
+        assert job.log == ('told the job',)
+        assert job.progress is None       # the run's own outcome won
+    assert proc.stats == {'completed': 1}
+
+
+def test_a_conflict_runs_a_task_again_that_changed_the_database(stored):
+    calls = []
+
+    def counts(service, jobid, input):
+        calls.append(jobid)
+        app = service._p_jar.root()['app']
+        app['runs'] = app.get('runs', 0) + 1
+        if len(calls) == 1:
+            touchJob(service._p_jar.db(), jobid, progress=(0.1, None))
+        return app['runs']
+
+    register('counts', counts)
+    jobid, = add(stored, 'counts', None)
+    assert SimpleProcessor(stored, 'app/tasks').processNext()
+    assert calls == [jobid, jobid]
+    with opened(stored) as service:
+        assert service._p_jar.root()['app']['runs'] == 1
+        assert service.getResult(jobid) == 1
+
+
+def test_a_task_that_saved_a_savepoint_counts_as_changing_the_database(
+        stored):
+    calls = []
+
+    def saves(service, jobid, input):
+        calls.append(jobid)
+        service._p_jar.root()['app']['saved'] = len(calls)
+        transaction.savepoint()
+        if len(calls) == 1:
+            touchJob(service._p_jar.db(), jobid, progress=(0.1, None))
+
+    register('saves', saves)
+    add(stored, 'saves', None)
+    assert SimpleProcessor(stored, 'app/tasks').processNext()
+    assert len(calls) == 2
+    with opened(stored) as service:
+        assert service._p_jar.root()['app']['saved'] == 2
+
+
+def test_a_read_conflict_in_the_task_runs_it_again(stored):
+    calls = []
+
+    def unlucky(service, jobid, input):
+        calls.append(jobid)
+        if len(calls) == 1:
+            raise ReadConflictError('while loading')
+        return len(calls)
+
+    register('unlucky', unlucky)
+    jobid, = add(stored, 'unlucky', None)
+    assert SimpleProcessor(stored, 'app/tasks').processNext()
+    with opened(stored) as service:
+        assert service.getResult(jobid) == 2
+
+
+def test_conflicts_without_end_fail_the_job_after_the_attempts(stored):
+    calls = []
+
+    def hopeless(service, jobid, input):
+        calls.append(jobid)
+        service._p_jar.root()['app']['tries'] = len(calls)
+        touchJob(service._p_jar.db(), jobid, progress=(len(calls), None))
+
+    register('hopeless', hopeless)
+    jobid, = add(stored, 'hopeless', None)
+    proc = SimpleProcessor(stored, 'app/tasks', attempts=3)
+    assert proc.processNext()
+    assert len(calls) == 3
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'error'
+        assert service.getError(jobid).startswith(
+            'gave up after 3 attempts that conflicted; last: database '
+            'conflict error')
+        assert 'tries' not in service._p_jar.root()['app']
+    assert proc.stats == {'error': 1}
+
+
+def test_a_run_whose_job_was_cancelled_meanwhile_is_dropped(stored):
+    def cancelled(service, jobid, input):
+        with opened(service._p_jar.db(), commit=True) as other:
+            other.cancel(jobid)
+        return 'too late'
+
+    register('cancelled', cancelled)
+    jobid, = add(stored, 'cancelled', None)
+    proc = SimpleProcessor(stored, 'app/tasks')
+    assert proc.processNext()
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'cancelled'
+        assert service.getResult(jobid) is None
+    assert proc.stats == {'lost': 1}
+
+
+def test_what_a_run_writes_is_the_job_and_its_finished_bucket(db):
+    """The footprint the conflict policy relies on, through bucket splits."""
+    with db.transaction() as conn:
+        conn.root()['set'] = ShardedSet()
+    rnd = random.Random(4)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    shard = conn.root()['set']._shards[0]
+    shift = conn.root()['set']._shift
+    splits = 0
+    for n in range(1500):
+        tm.begin()
+        key = rnd.randrange(1 << shift)
+        shard.insert(key)
+        written = processing._writtenOids(conn)
+        path = {node._p_oid for node in processing._bucketPath(shard, key)}
+        assert written and written <= path, n
+        splits += len(written) > 1
+        tm.commit()
+    tm.abort()
+    conn.close()
+    assert splits > 5         # splits happened, and were covered
+
+
+# -- leases and heartbeats -------------------------------------------------
+
+def test_a_task_extends_its_lease_in_a_transaction_of_its_own(stored):
+    seen = []
+
+    def beats(service, jobid, input):
+        expires = current().heartbeat()
+        with opened(service._p_jar.db()) as other:   # already committed
+            seen.append((expires, other.jobs[jobid].lease.expires))
+        raise zodbtasks.TaskError('failing does not undo the heartbeat')
+
+    register('beats', beats)
+    jobid, = add(stored, 'beats', None, leaseSeconds=10)
+    now = [100.0]
+    proc = SimpleProcessor(stored, 'app/tasks', clock=lambda: now[0])
+    assert proc.claimNextJob() == jobid
+    now[0] = 105.0
+    proc.processNext(jobid)
+    assert seen == [(115.0, 115.0)]
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'error'
+
+
+def test_a_heartbeat_after_the_lease_was_lost_raises(stored):
+    raised = []
+
+    def loses(service, jobid, input):
+        with opened(service._p_jar.db(), commit=True) as other:
+            other.cancel(jobid)
+        try:
+            current().heartbeat()
+        except LeaseLost as error:
+            raised.append(error)
+            raise
+
+    register('loses', loses)
+    jobid, = add(stored, 'loses', None)
+    proc = SimpleProcessor(stored, 'app/tasks')
+    assert proc.processNext()
+    assert len(raised) == 1 and "'cancelled'" in str(raised[0])
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'cancelled'
+    assert proc.stats == {'lost': 1}
+
+
+def test_an_expired_lease_lets_another_worker_run_the_job(stored, ran):
+    jobid, = add(stored, 'note', 'again')
+    now = [0.0]
+    dead = SimpleProcessor(stored, 'app/tasks', clock=lambda: now[0],
+                           lease=5, name='dead')
+    assert dead.claimNextJob() == jobid
+    alive = SimpleProcessor(stored, 'app/tasks', clock=lambda: now[0],
+                            name='alive')
+    now[0] = 4.0
+    assert alive.processNext() is False     # still held
+    now[0] = 6.0
+    assert alive.processNext()
+    with opened(stored) as service:
+        job = service.jobs[jobid]
+        assert (job.status, job.attempts) == ('completed', 2)
+    # The first worker's late run is refused, and the task does not run.
+    assert dead.processNext(jobid)
+    assert ran == ['again']
+    assert dead.stats == {'lost': 1}
+
+
+def test_automatic_heartbeats_keep_a_long_job_leased(stored):
+    release = threading.Event()
+    started = threading.Event()
+
+    def long(service, jobid, input):
+        started.set()
+        release.wait(WAIT)
+
+    register('long', long)
+    jobid, = add(stored, 'long', None)
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, lease=60,
+                           heartbeatInterval=0.05)
+    with opened(stored) as service:
+        before = service.jobs[jobid].lease
+    start_thread = threading.Thread(target=proc, daemon=True)
+    start_thread.start()
+    try:
+        assert started.wait(WAIT)
+        with opened(stored) as service:
+            first = service.jobs[jobid].lease.expires
+
+        def extended():
+            with opened(stored) as service:
+                return service.jobs[jobid].lease.expires > first
+        waitFor(extended, WAIT, 'a heartbeat')
+    finally:
+        release.set()
+        proc.stop()
+        start_thread.join(WAIT)
+    assert before is None
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'completed'
+
+
+# -- processor threads, as the service starts them ---------------------------
+
+def statusOf(db, jobid):
+    with opened(db) as service:
+        return service.getStatus(jobid)
+
+
+def test_start_and_stop_processing_from_the_service(stored, ran, stopper):
+    jobid, = add(stored, 'note', 'threaded')
+    with opened(stored) as service:
+        service.processorArguments = {'waitTime': 0.01}  # this copy only
+        assert not service.isProcessing()
+        service.startProcessing()
+        assert service.isProcessing()
+        assert processing.running()[0][0] == (stored, ('app', 'tasks'))
+        waitFor(lambda: statusOf(stored, jobid) == 'completed', WAIT,
+                'the job completing')
+        service.stopProcessing()
+        assert not service.isProcessing()
+        assert processing.running() == []
+    assert ran == ['threaded']
+
+
+def test_starting_twice_keeps_one_thread(stored, stopper):
+    with opened(stored) as service:
+        first = processing.startProcessing(service)
+        assert processing.startProcessing(service) is first
+        assert len(processing.running()) == 1
+        assert processing.stopProcessing(service)
+
+
+def test_the_service_chooses_its_processor(stored, stopper):
+    with opened(stored, commit=True) as service:
+        service.processorFactory = MultiProcessor
+        service.processorArguments = {'waitTime': 0.01, 'maxThreads': 2}
+    with opened(stored) as service:
+        proc = processing.startProcessing(service, 'app/tasks')
+        assert type(proc) is MultiProcessor and proc.maxThreads == 2
+        assert processing.stopProcessing(service)
+
+
+def test_stopping_lets_the_job_in_hand_finish(stored, stopper):
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(service, jobid, input):
+        started.set()
+        assert release.wait(WAIT)
+        return 'finished'
+
+    register('slow', slow)
+    jobid, = add(stored, 'slow', None)
+    with opened(stored) as service:
+        service.processorArguments = {'waitTime': 0.01}
+        service.startProcessing()
+        assert started.wait(WAIT)
+        # The thread is asked to stop while its task runs ...
+        assert processing.stopProcessing(service, timeout=0.05) is False
+        assert not service.isProcessing()
+        assert statusOf(stored, jobid) == 'processing'
+        # ... and stops once it finished the job.
+        release.set()
+        assert processing.stopProcessing(service, timeout=WAIT)
+    assert statusOf(stored, jobid) == 'completed'
+
+
+def test_the_path_of_a_service_is_found_or_given(stored):
+    with opened(stored) as service:
+        assert processing.findServicePath(service) == ('app', 'tasks')
+        # Names that do not lead to the root are not trusted.
+        service.__name__ = 'tasks'
+        assert processing.findServicePath(service) == ('app', 'tasks')
+    with opened(stored, commit=True) as service:
+        app = service._p_jar.root()['app']
+        app['a'] = a = persistent.mapping.PersistentMapping()
+        a['b'] = b = persistent.mapping.PersistentMapping()
+        b['c'] = c = persistent.mapping.PersistentMapping()
+        c['hidden'] = zodbtasks.TaskService()
+    with opened(stored) as service:
+        app = service._p_jar.root()['app']
+        a = app['a']
+        b, c = a['b'], a['b']['c']
+        hidden = c['hidden']
+        # Too deep to be found by searching ...
+        with pytest.raises(ValueError, match='cannot find the service'):
+            processing.findServicePath(hidden)
+        # ... but its names lead to a container that is found.
+        for obj, parent, name in [(hidden, c, 'hidden'), (c, b, 'c'),
+                                  (b, a, 'b'), (a, app, 'a')]:
+            obj.__parent__, obj.__name__ = parent, name
+        assert processing.findServicePath(hidden) == (
+            'app', 'a', 'b', 'c', 'hidden')
+        # An explicit path needs no search.
+        proc = processing.startProcessing(hidden, 'app/a/b/c/hidden')
+        assert proc.servicePath == ('app', 'a', 'b', 'c', 'hidden')
+        assert processing.stopProcessing(hidden, 'app/a/b/c/hidden',
+                                         timeout=WAIT)
+
+
+def test_a_service_outside_a_database_cannot_be_processed():
+    with pytest.raises(ValueError, match='not stored in a database'):
+        zodbtasks.TaskService().startProcessing()
+
+
+def test_each_step_uses_the_thread_transaction_manager(stored, ran):
+    add(stored, 'note', 'x')
+    seen = []
+    register('which', lambda service, jobid, input: seen.append(
+        service._p_jar.transaction_manager is transaction.manager))
+    add(stored, 'which', None)
+    SimpleProcessor(stored, 'app/tasks', untilIdle=True, waitTime=0.01)()
+    assert seen == [True]
+
+
+# -- batches -----------------------------------------------------------------
+
+def claimGroups(db, ids):
+    """Sizes of the groups of jobs that were claimed in one transaction."""
+    with opened(db) as service:
+        started = [service.jobs[i].started for i in ids]
+    return sorted((started.count(t) for t in set(started)), reverse=True)
+
+
+def ticking():
+    """A clock that moves on a little at every call."""
+    now = [1000.0]
+
+    def clock():
+        now[0] += 0.001
+        return now[0]
+    return clock
+
+
+def test_fast_jobs_are_claimed_in_batches(stored, ran):
+    ids = add(stored, 'note', *range(40))
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                           clock=ticking(), batch=8, batchBelow=60)
+    proc()
+    assert ran == list(range(40))          # still in order
+    # 1, then 2, then 8 at a time: the batch doubles after each fast job.
+    assert claimGroups(stored, ids) == [8, 8, 8, 8, 5, 2, 1]
+
+
+def test_slow_jobs_are_claimed_one_at_a_time(stored, ran):
+    ids = add(stored, 'note', *range(10))
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=ticking(), batch=8, batchBelow=0)()
+    assert claimGroups(stored, ids) == [1] * 10
+
+
+def test_multi_processor_claims_batches_too(stored, ran):
+    ids = add(stored, 'note', *range(60))
+    proc = MultiProcessor(stored, 'app/tasks', waitTime=0.01, maxThreads=2,
+                          untilIdle=True, clock=ticking(), batchBelow=60)
+    proc()
+    assert sorted(ran) == list(range(60))
+    assert max(claimGroups(stored, ids)) > 2
+    assert proc.stats == {'completed': 60}
+
+
+def test_a_batched_job_whose_lease_was_lost_is_not_run(stored):
+    now = [1000.0]
+    calls = []
+
+    def first(service, jobid, input):
+        calls.append(input)
+        if input == 'first':
+            now[0] += 40                     # past half of the 60 s lease
+            with opened(service._p_jar.db(), commit=True) as other:
+                other.cancel(second[0])       # the next job of the batch
+
+    register('t', first)
+    second = []
+    ids = add(stored, 't', 'warm-up 1', 'warm-up 2', 'warm-up 3', 'first',
+              'second', 'third')
+    second.append(ids[4])
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                           clock=lambda: now[0], batch=4, batchBelow=60)
+    proc()
+    assert calls == ['warm-up 1', 'warm-up 2', 'warm-up 3', 'first', 'third']
+    with opened(stored) as service:
+        assert service.getStatus(ids[4]) == 'cancelled'
+        assert service.getStatus(ids[5]) == 'completed'
+    assert proc.stats == {'completed': 5, 'lost': 1}

@@ -1,0 +1,180 @@
+"""Services start processing when the application's database opens."""
+import logging
+
+import persistent
+import persistent.mapping
+import pytest
+import transaction
+import zope.event
+
+import zodbtasks
+from zodbtasks import processor
+from zodbtasks import startup
+from zodbtasks._testing import waitFor
+
+WAIT = 30
+
+
+class Site(persistent.mapping.PersistentMapping):
+    """A container with a site manager, as zope.component sites have."""
+
+    def __init__(self):
+        super().__init__()
+        self.manager = persistent.mapping.PersistentMapping()
+        self.manager['default'] = persistent.mapping.PersistentMapping()
+
+    def getSiteManager(self):
+        return self.manager
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    yield
+    processor.stopAll(WAIT)
+    startup.configure()
+    startup._state['database'] = None
+
+
+@pytest.fixture
+def app(db):
+    """Application/{main, site1/{tasks, mail}, site2/tasks, site3 (manager)}
+    """
+    with db.transaction() as conn:
+        root = conn.root()
+        root['Application'] = app = persistent.mapping.PersistentMapping()
+        app['main'] = zodbtasks.TaskService()
+        app['site1'] = site1 = persistent.mapping.PersistentMapping()
+        site1['tasks'] = zodbtasks.TaskService()
+        site1['mail'] = zodbtasks.TaskService()
+        site1['notes'] = 'not a service'
+        app['site2'] = persistent.mapping.PersistentMapping()
+        app['site2']['tasks'] = zodbtasks.TaskService()
+        app['site3'] = site3 = Site()
+        site3.manager['default']['tasks'] = zodbtasks.TaskService()
+    return db
+
+
+def paths(db, specs, root=None):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        return sorted('/'.join(keys) for keys, _ in startup.findServices(
+            conn.root(), startup.parseAutostart(specs), root))
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def test_autostart_is_parsed_as_the_reference_package_did():
+    assert startup.parseAutostart('') == []
+    assert startup.parseAutostart(None) == []
+    assert startup.parseAutostart('site1@tasks,site2@tasks') == [
+        ('site1', 'tasks'), ('site2', 'tasks')]
+    assert startup.parseAutostart(' *@tasks \n site@* ,@main') == [
+        ('*', 'tasks'), ('site', '*'), ('', 'main')]
+
+
+@pytest.mark.parametrize('bad', ['tasks', 'site@', 'a@b@c', 'a/b@c'])
+def test_bad_autostart_entries_are_refused(bad):
+    with pytest.raises(ValueError, match='site@service'):
+        startup.parseAutostart('ok@fine ' + bad)
+
+
+def test_which_services_the_specs_name(app):
+    assert paths(app, 'site1@tasks') == ['Application/site1/tasks']
+    assert paths(app, 'site1@*') == ['Application/site1/mail',
+                                     'Application/site1/tasks']
+    assert paths(app, '@main') == ['Application/main']
+    assert paths(app, '*@tasks') == [
+        'Application/site1/tasks', 'Application/site2/tasks',
+        'Application/site3/++etc++site/default/tasks']
+    assert paths(app, '*@*') == [
+        'Application/main', 'Application/site1/mail',
+        'Application/site1/tasks', 'Application/site2/tasks',
+        'Application/site3/++etc++site/default/tasks']
+    assert paths(app, 'site1@tasks site1@*') == [
+        'Application/site1/mail', 'Application/site1/tasks']
+    assert paths(app, 'site1@tasks', root='Application/site1') == []
+    assert paths(app, '@tasks', root='Application/site1') == [
+        'Application/site1/tasks']
+
+
+def test_specs_that_match_nothing_are_logged(app, caplog):
+    with caplog.at_level(logging.WARNING, 'zodbtasks.startup'):
+        assert paths(app, 'nowhere@tasks site1@nothing') == []
+    assert [r.getMessage() for r in caplog.records] == [
+        'zodbtasks autostart: no service matches nowhere@tasks',
+        'zodbtasks autostart: no service matches site1@nothing']
+
+
+def test_without_an_application_item_the_root_is_the_application(db):
+    with db.transaction() as conn:
+        conn.root()['tasks'] = zodbtasks.TaskService()
+    assert paths(db, '@tasks') == ['tasks']
+
+
+def test_configuration_set_in_code():
+    assert startup.getConfiguration() == {}
+    startup.configure(autostart='a@b', root='Application')
+    assert startup.getConfiguration() == {'autostart': 'a@b',
+                                          'root': 'Application'}
+    startup.configure()
+    assert startup.getConfiguration() == {}
+
+
+def loadZCML():
+    from zope.configuration import xmlconfig
+    context = xmlconfig.file('meta.zcml', package=__import__(
+        'zope.component', fromlist=['x']))
+    xmlconfig.file('configure.zcml', package=zodbtasks, context=context)
+
+
+def add(db, keys, task, input):
+    with db.transaction() as conn:
+        return processor.traverse(conn.root(), keys).add(task, input)
+
+
+def statusOf(db, keys, jobid):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        tm.begin()
+        return processor.traverse(conn.root(), keys).getStatus(jobid)
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def test_the_database_opened_event_starts_the_configured_services(app, tasks):
+    from zope.processlifetime import DatabaseOpenedWithRoot
+    loadZCML()
+    manager = ('Application', 'site3', '++etc++site', 'default', 'tasks')
+    jobs = {keys: add(app, keys, 'echo', '/'.join(keys)) for keys in [
+        ('Application', 'site1', 'tasks'), manager,
+        ('Application', 'site2', 'tasks')]}
+    with app.transaction() as conn:
+        for keys in jobs:
+            service = processor.traverse(conn.root(), keys)
+            service.processorArguments = {'waitTime': 0.01}
+    startup.configure(autostart='site1@tasks, site3@tasks')
+    zope.event.notify(DatabaseOpenedWithRoot(app))
+    assert startup.getDatabase() is app
+    assert sorted(key for key, _ in processor.running()) == sorted([
+        (app, ('Application', 'site1', 'tasks')), (app, manager)])
+    for keys in [('Application', 'site1', 'tasks'), manager]:
+        waitFor(lambda: statusOf(app, keys, jobs[keys]) == 'completed', WAIT,
+                'the job of /%s completing' % '/'.join(keys))
+    assert statusOf(app, ('Application', 'site2', 'tasks'),
+                    jobs[('Application', 'site2', 'tasks')]) == 'queued'
+    assert processor.stopAll(WAIT)
+    assert processor.running() == []
+
+
+def test_a_bad_setting_is_logged_and_starts_nothing(app, caplog):
+    from zope.processlifetime import DatabaseOpenedWithRoot
+    startup.configure(autostart='oops')
+    with caplog.at_level(logging.ERROR, 'zodbtasks.startup'):
+        assert startup.databaseOpened(DatabaseOpenedWithRoot(app)) == []
+    assert 'autostart entries look like' in caplog.text
+    assert processor.running() == []
+    assert startup.getDatabase() is app

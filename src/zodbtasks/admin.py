@@ -8,6 +8,7 @@ non-zero exit status; nothing is written then.
 import datetime
 import importlib
 import json
+import logging
 import sys
 import time
 
@@ -447,6 +448,8 @@ def demo(args):
     from zodbtasks.service import TaskService
 
     _demo.register()
+    # The demo shows each job as it goes; the worker's own log would repeat it.
+    logging.getLogger('zodbtasks').setLevel(logging.WARNING)
     db = openDatabase(args.db)
     out = sys.stdout
     tty = out.isatty()

@@ -246,6 +246,8 @@ def main(argv=None):
     parser.add_argument('--timeout', type=float, default=600)
     parser.add_argument('--no-huey', action='store_true')
     parser.add_argument('--no-filestorage', action='store_true')
+    parser.add_argument('--json', metavar='PATH',
+                        help='also write the rows to PATH as JSON')
     args = parser.parse_args(argv)
     rows = []
     workdir = tempfile.mkdtemp(prefix='zodbtasks-bench-')
@@ -274,6 +276,14 @@ def main(argv=None):
                     _show(rows[-1], args.jobs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        import json
+        with open(args.json, 'w') as f:
+            json.dump({'jobs': args.jobs, 'cpus': os.cpu_count(),
+                       'rows': [{'scenario': label, 'enqueue': enqueued,
+                                 'total': total, 'rate': args.jobs / total}
+                                for label, enqueued, total in rows]},
+                      f, indent=2)
     print()
     print('%d no-op jobs, each added in its own transaction; %d CPUs; '
           'Python %s' % (args.jobs, os.cpu_count(), sys.version.split()[0]))

@@ -287,3 +287,41 @@ def test_retry_gives_a_failed_or_cancelled_job_another_run(service, tasks):
     service.processNext(now=11)
     with pytest.raises(ValueError, match="'completed'"):
         service.retry(done)
+
+
+def test_a_job_log_keeps_its_last_64_kib_and_says_what_it_dropped(service):
+    from zodbtasks.context import LOG_LIMIT
+    from zodbtasks.context import current
+
+    def chatty(input):
+        for n in range(input):
+            current().log('line %05d %s' % (n, 'x' * 90))
+
+    zope.component.provideUtility(zodbtasks.SimpleTask(chatty), name='chatty')
+    jobid = service.add('chatty', 2000, now=0)
+    service.processNext(now=0)
+    log = service.jobs[jobid].log
+    assert sum(len(line) + 1 for line in log[1:]) <= LOG_LIMIT
+    dropped = int(log[0].split()[0][1:])
+    assert log[0] == '[%d earlier lines dropped]' % dropped
+    assert dropped + len(log) - 1 == 2000
+    assert log[-1].startswith('line 01999 ')
+    assert log[1] == 'line %05d %s' % (dropped, 'x' * 90)
+    # Another job has a log of its own.
+    again = service.add('chatty', 10, now=2)
+    service.processNext(now=2)
+    assert len(service.jobs[again].log) == 10
+
+
+def test_a_single_huge_log_line_is_cut_to_the_limit(service):
+    from zodbtasks.context import LOG_LIMIT
+    from zodbtasks.context import current
+
+    def shout(input):
+        current().log('y' * (3 * LOG_LIMIT))
+
+    zope.component.provideUtility(zodbtasks.SimpleTask(shout), name='huge')
+    jobid = service.add('huge', now=0)
+    service.processNext(now=0)
+    log = service.jobs[jobid].log
+    assert len(log) == 1 and len(log[0]) == LOG_LIMIT - 1

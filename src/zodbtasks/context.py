@@ -88,7 +88,8 @@ def appendLog(job, text, limit=LOG_LIMIT):
     if lines and lines[0].startswith(_MARKER[0]) \
             and lines[0].endswith(_MARKER[1]):
         dropped = int(lines.pop(0)[len(_MARKER[0]):-len(_MARKER[1])])
-    lines.extend(line[:limit] for line in (text.splitlines() or ['']))
+    # A line longer than the whole log is cut so that it fits, newline and all.
+    lines.extend(line[:limit - 1] for line in (text.splitlines() or ['']))
     size = sum(len(line) + 1 for line in lines)
     while size > limit:
         size -= len(lines.pop(0)) + 1

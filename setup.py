@@ -72,7 +72,7 @@ setup(
         'relstorage': RELSTORAGE_REQUIRE,
         'migration': ['zodbupdate >= 3.0'],
         'zope': ['zope.configuration', 'zope.processlifetime'],
-        'bench': ['huey'],
+        'bench': ['huey', 'matplotlib'],
     },
     entry_points={
         'console_scripts': [

@@ -400,15 +400,15 @@ def test_what_a_run_writes_is_the_job_and_its_finished_bucket(db):
     rnd = random.Random(4)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
-    shard = conn.root()['set']._shards[0]
-    shift = conn.root()['set']._shift
+    ids = conn.root()['set']
+    shift = ids._shift
     splits = 0
     for n in range(1500):
         tm.begin()
         key = rnd.randrange(1 << shift)
-        shard.insert(key)
+        ids.insert(key)
         written = processing._writtenOids(conn)
-        path = {node._p_oid for node in processing._bucketPath(shard, key)}
+        path = {node._p_oid for node in ids.nodesWrittenBy(key)}
         assert written and written <= path, n
         splits += len(written) > 1
         tm.commit()

@@ -7,6 +7,8 @@ writer of the same tree, whatever keys they touched. Splitting one big tree
 into many small ones, chosen by the top bits of a random key, keeps two
 writers in different trees nearly always, and their splits apart with them.
 """
+import bisect
+
 import persistent
 from BTrees.LLBTree import LLTreeSet
 from BTrees.LOBTree import LOBTree
@@ -97,6 +99,10 @@ class ShardedSet(persistent.Persistent):
     def __contains__(self, key):
         return key in self._shards[key >> self._shift]
 
+    def nodesWrittenBy(self, key):
+        """The persistent nodes that inserting ``key`` may have written."""
+        return pathTo(self._shards[key >> self._shift], key)
+
     def __iter__(self):
         for shard in self._shards:
             yield from shard
@@ -108,3 +114,27 @@ class ShardedSet(persistent.Persistent):
         for shard in self._shards:
             if shard:
                 shard.clear()
+
+
+def pathTo(tree, key):
+    """The nodes of a BTree that an insert of ``key`` may write.
+
+    These are the nodes on the way from the root to the bucket of ``key``,
+    with their neighbours: when a node splits, the half that did not get the
+    key was written too.
+    """
+    nodes = [tree]
+    node = tree
+    while True:
+        node._p_activate()
+        state = node.__getstate__()
+        if not state or len(state) < 2:
+            return nodes          # empty, or one bucket kept inside the tree
+        data = state[0]
+        children, keys = data[0::2], data[1::2]
+        i = bisect.bisect_right(keys, key)
+        nodes.extend(children[max(i - 1, 0):i + 2])
+        child = children[i]
+        if type(child) is not type(tree):
+            return nodes          # a bucket: the bottom
+        node = child

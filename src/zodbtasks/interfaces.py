@@ -213,6 +213,18 @@ class IScheduledTaskService(ITaskService):
         """Extend a held lease and return its new end; raise `LeaseLost`
         if the lease is no longer the job's."""
 
+    def checkLease(jobid, token):
+        """Return the job's lease if it is ``token``, else raise
+        `LeaseLost`."""
+
+    def recordOutcome(jobid, token, now, failed, **fields):
+        """Record a run's outcome (``output``, ``error``, ``traceback``,
+        ``log``, ...) for a job still held under ``token``, as the run would
+        have; for a worker whose run's transaction could not commit."""
+
+    def outcomeFootprint(jobid):
+        """The oids that recording the job's outcome writes."""
+
     def isIdle(now=None):
         """Whether nothing is due at ``now`` and no worker holds a job."""
 

@@ -43,7 +43,6 @@ task that dooms its transaction, or any other error when the run commits,
 fails the job in a fresh transaction; it is never run again by that worker.
 """
 import atexit
-import bisect
 import collections
 import logging
 import os
@@ -57,7 +56,6 @@ import transaction
 from transaction.interfaces import DoomedTransaction
 from transaction.interfaces import TransientError
 
-from zodbtasks import interfaces
 from zodbtasks.context import appendLog
 from zodbtasks.interfaces import LeaseLost
 
@@ -123,40 +121,6 @@ def _writtenOids(conn):
     if saved is not None:
         oids.update(oid for oid in saved.index if oid not in saved.creating)
     oids.discard(None)
-    return oids
-
-
-def _bucketPath(tree, key):
-    """The nodes of a BTree set that an insert of ``key`` may have written.
-
-    These are the nodes on the way from the root to the bucket of ``key``,
-    with their neighbours: when a node splits, the half that did not get the
-    key was written too.
-    """
-    nodes = [tree]
-    node = tree
-    while True:
-        node._p_activate()
-        state = node.__getstate__()
-        if not state or len(state) < 2:
-            return nodes          # empty, or one bucket kept inside the tree
-        data = state[0]
-        children, keys = data[0::2], data[1::2]
-        i = bisect.bisect_right(keys, key)
-        nodes.extend(children[max(i - 1, 0):i + 2])
-        child = children[i]
-        if type(child) is not type(tree):
-            return nodes          # a bucket: the bottom
-        node = child
-
-
-def _runFootprint(service, job):
-    """The oids the service writes when it records the outcome of ``job``."""
-    oids = {job._p_oid}
-    if job.status in (interfaces.COMPLETED, interfaces.ERROR):
-        finished = service._finished[job.status]
-        shard = finished._shards[job.id >> finished._shift]
-        oids.update(node._p_oid for node in _bucketPath(shard, job.id))
     return oids
 
 
@@ -506,7 +470,7 @@ class SimpleProcessor:
                     # Anything written beyond what recording the outcome
                     # writes is the task's own work.
                     rerun = bool(_writtenOids(conn)
-                                 - _runFootprint(service, job))
+                                 - service.outcomeFootprint(jobid))
                     if tm.get() is not txn:
                         # The task committed or aborted: the lease was
                         # checked in a transaction that is gone.
@@ -554,18 +518,17 @@ class SimpleProcessor:
         try:
             tm.begin()
             service = self.service(conn)
-            service._checkLease(service.jobs[jobid], token)
+            service.checkLease(jobid, token)
         finally:
             tm.abort()
             conn.close()
 
     def _record(self, service, jobid, token, outcome):
         """Record ``outcome`` again, without running the task."""
-        job = service.jobs[jobid]
-        service._checkLease(job, token)
-        for name in _OUTCOME_FIELDS:
-            setattr(job, name, getattr(outcome, name))
-        service._endRun(job, outcome.completed, failed=outcome.failed)
+        service.recordOutcome(
+            jobid, token, outcome.completed, outcome.failed,
+            **{name: getattr(outcome, name) for name in _OUTCOME_FIELDS
+               if name != 'completed'})
 
     def _fail(self, jobid, token, message, tb=None):
         """Fail the job in a fresh transaction; return the outcome or None."""
@@ -574,12 +537,10 @@ class SimpleProcessor:
             try:
                 service = self.service(conn)
                 job = service.jobs[jobid]
-                service._checkLease(job, token)
-                now = self.clock()
-                job.error, job.traceback = message, tb
-                job.completed = now
+                service.checkLease(jobid, token)
                 appendLog(job, tb or message)
-                service._endRun(job, now, failed=True)
+                service.recordOutcome(jobid, token, self.clock(), True,
+                                      error=message, traceback=tb)
                 outcome = _Outcome(job)
                 tm.commit()
                 return outcome

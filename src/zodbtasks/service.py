@@ -650,6 +650,38 @@ class TaskService(persistent.Persistent):
         self._indexLease(lease, jobid)
         return lease.expires
 
+    def checkLease(self, jobid, token):
+        """Return the lease ``token`` of job ``jobid``; raise `LeaseLost` if
+        the job is no longer held under it."""
+        return self._checkLease(self._job(jobid), token)
+
+    def recordOutcome(self, jobid, token, now, failed, **fields):
+        """Record the outcome of a run of a job held under ``token``.
+
+        For a worker that ran the task in a transaction that could not be
+        committed: it writes the fields it kept (``output``, ``error``,
+        ``traceback``, ``log``, ...) and ends the run as the run itself
+        would have. Raises `LeaseLost` if the lease is gone.
+        """
+        job = self._job(jobid)
+        self._checkLease(job, token)
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.completed = now
+        self._endRun(job, now, failed=failed)
+
+    def outcomeFootprint(self, jobid):
+        """The oids that recording the outcome of job ``jobid`` writes.
+
+        A worker compares them with what a run's transaction wrote to tell
+        whether the task changed anything else.
+        """
+        job = self._job(jobid)
+        nodes = [job]
+        if job.status in self._finished:
+            nodes.extend(self._finished[job.status].nodesWrittenBy(job.id))
+        return {node._p_oid for node in nodes}
+
     def _checkLease(self, job, token):
         lease = job.lease
         if (job.status != interfaces.PROCESSING or lease is None

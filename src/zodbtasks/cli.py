@@ -167,6 +167,7 @@ def _work(db, keys, args):
              '/'.join(keys), args.db, args.threads, args.poll,
              ', until idle' if args.until_idle else '')
     code = 0
+    progress = _Progress(processor, started) if sys.stderr.isatty() else None
     try:
         processor()
     except KeyboardInterrupt:
@@ -174,6 +175,8 @@ def _work(db, keys, args):
                     'their leases expire')
         code = 130
     finally:
+        if progress is not None:
+            progress.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stats = processor.stats
@@ -192,6 +195,52 @@ def _work(db, keys, args):
         import os
         os._exit(code)
     return code
+
+
+class _Clearing(logging.Formatter):
+
+    def __init__(self, formatter):
+        super().__init__()
+        self.formatter = formatter or logging.Formatter()
+
+    def format(self, record):
+        return '\r\x1b[K' + self.formatter.format(record)
+
+
+class _Progress:
+    """On a terminal, a line that says how far the worker has got."""
+
+    def __init__(self, processor, started, every=0.5):
+        import threading
+        self.processor = processor
+        self.started = started
+        self.every = every
+        self.done = threading.Event()
+        # Log lines first clear the progress line they would follow.
+        self.handlers = [h for h in logging.getLogger().handlers
+                         if getattr(h, 'stream', None) is sys.stderr]
+        for handler in self.handlers:
+            handler.setFormatter(_Clearing(handler.formatter))
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name='zodbtasks-progress')
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.wait(self.every):
+            stats = self.processor.stats
+            sys.stderr.write('\r\x1b[K  %d job(s) done (%s) in %.0fs ' % (
+                sum(stats.values()), ', '.join(
+                    '%s %d' % item for item in sorted(stats.items()))
+                or 'none yet', time.monotonic() - self.started))
+            sys.stderr.flush()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        for handler in self.handlers:
+            handler.setFormatter(handler.formatter.formatter)
+        sys.stderr.write('\r\x1b[K')
+        sys.stderr.flush()
 
 
 def buildParser():

@@ -147,3 +147,24 @@ def test_a_task_can_cancel_and_a_worker_learns_it(service):
     assert service.processNext(now=1, jobid=jobid, token=lease.token)
     assert service.getStatus(jobid) == 'cancelled'
     assert service.isIdle(now=1000)
+
+
+def test_spread_claims_take_lane_heads_and_still_take_every_job(service,
+                                                               tasks):
+    import random
+    from zodbtasks.service import _LANE_SHIFT
+    random.seed(5)
+    ids = [service.add('echo', n, now=0) for n in range(200)]
+    lane = {i: service.jobs[i]._indexKey >> _LANE_SHIFT for i in ids}
+    claimed = []
+    while True:
+        jobid = service.claimNextJob(now=1, spread=True)
+        if jobid is None:
+            break
+        claimed.append(jobid)
+    assert sorted(claimed) == sorted(ids)
+    assert claimed != ids       # not strictly oldest first
+    # Within each lane, the oldest job still went first.
+    for n in set(lane.values()):
+        assert [i for i in claimed if lane[i] == n] == [
+            i for i in ids if lane[i] == n]

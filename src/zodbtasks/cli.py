@@ -143,7 +143,7 @@ def _work(db, keys, args):
     from zodbtasks.processor import SimpleProcessor
     options = dict(waitTime=args.poll, lease=args.lease,
                    untilIdle=args.until_idle,
-                   heartbeatInterval=args.heartbeat)
+                   heartbeatInterval=args.heartbeat, spread=args.spread)
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)
@@ -284,6 +284,10 @@ def buildParser():
                      help='exit when nothing is due and no worker holds a job')
     run.add_argument('--create', action='store_true',
                      help='create the service if there is none at PATH')
+    run.add_argument('--spread', action='store_true',
+                     help='take queued jobs from the heads of random lanes, '
+                     'roughly in order, so that many workers rarely want the '
+                     'same job (default: the oldest first)')
     run.set_defaults(func=worker)
     # The operator's subcommands (status, jobs, show, add, cron, cancel, ...).
     from zodbtasks import admin

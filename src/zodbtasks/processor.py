@@ -149,7 +149,9 @@ class SimpleProcessor:
     name stored on leases; default ``host:pid:thread``) and
     ``heartbeatInterval`` (extend the leases of running jobs every so many
     seconds, in a thread of the processor; default None: tasks heartbeat
-    themselves).
+    themselves) and ``spread`` (take queued jobs from the heads of random
+    lanes, roughly in order, so that workers claiming at once rarely want
+    the same job; default False: the oldest first).
 
     Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
     0.05), the loop claims up to ``batch`` jobs (8) in one transaction,
@@ -165,7 +167,7 @@ class SimpleProcessor:
     def __init__(self, db, servicePath, waitTime=1.0, clock=None, lease=None,
                  untilIdle=False, attempts=5, name=None,
                  heartbeatInterval=None, transactionManager=None, batch=8,
-                 batchBelow=0.05):
+                 batchBelow=0.05, spread=False):
         self.db = db
         self.servicePath = splitPath(servicePath)
         self.waitTime = waitTime
@@ -182,6 +184,7 @@ class SimpleProcessor:
         self.conflicts = collections.Counter()
         self.batch = max(1, int(batch))
         self.batchBelow = batchBelow
+        self.spread = spread
         self._batch = 1
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -333,7 +336,8 @@ class SimpleProcessor:
                 for n in range(count):
                     worker = (names[n] if names else self._workerName())
                     jobid = service.claimNextJob(now, worker=worker,
-                                                 lease=self.lease)
+                                                 lease=self.lease,
+                                                 spread=self.spread)
                     if jobid is None:
                         break
                     lease = service.jobs[jobid].lease

@@ -315,6 +315,15 @@ class TaskService(persistent.Persistent):
                     best, bestOrder = (lane, key), key & _ORDER_MASK
         return best
 
+    def _laneHead(self):
+        """The head of a random non-empty lane, as `_queueHead`, or None."""
+        start = random.getrandbits(_LANE_BITS)
+        for n in range(_LANES):
+            lane = self._queue[(start + n) % _LANES]
+            if lane:
+                return lane, lane.minKey()
+        return None
+
     def _schedule(self, job, due, why=_REGULAR):
         job.scheduledFor = due
         job._why = why
@@ -613,7 +622,7 @@ class TaskService(persistent.Persistent):
                     and job.lease is not None and job.lease.key == key:
                 yield key
 
-    def claimNextJob(self, now=None, worker=None, lease=None):
+    def claimNextJob(self, now=None, worker=None, lease=None, spread=False):
         """Claim the next due job for ``worker`` and return its id, or None.
 
         The job is ``processing`` under a lease of ``lease`` seconds (default:
@@ -621,6 +630,11 @@ class TaskService(persistent.Persistent):
         with ``processNext(now, jobid, token=job.lease.token)``. A lease that
         expires before the run is recorded gives the job back to the queue,
         or fails it if it runs at most once.
+
+        With ``spread``, a queued job is taken from the head of a random
+        lane instead of being the oldest of all: workers claiming at the
+        same moment then rarely want the same job, at the price of a queue
+        that is only roughly first in, first out.
         """
         now = self._now(now)
         if lease is not None:
@@ -628,7 +642,7 @@ class TaskService(persistent.Persistent):
             if lease <= 0:
                 raise ValueError('lease must be a positive number of '
                                  'seconds, got %r' % (lease,))
-        job = self._claim(now)
+        job = self._claim(now, spread)
         if job is None:
             return None
         seconds = lease or job.leaseSeconds or self.leaseSeconds
@@ -748,7 +762,7 @@ class TaskService(persistent.Persistent):
         self._layout = LAYOUT
         return True
 
-    def _claim(self, now):
+    def _claim(self, now, spread=False):
         self._current(now)
         if self.paused:
             return None
@@ -770,7 +784,7 @@ class TaskService(persistent.Persistent):
             elif self._misfire(job, now):
                 self._startRun(job, now, job.scheduledFor)
                 return job
-        head = self._queueHead()
+        head = self._laneHead() if spread else self._queueHead()
         if head is None:
             return None
         lane, key = head

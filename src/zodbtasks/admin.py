@@ -479,13 +479,14 @@ def demo(args):
                     detail += ' (retry at +%.0fs)' % (event.due - started)
             elif isinstance(event, events.JobMissed):
                 detail = '%d missed, %s' % (event.count, event.action)
+            line = '%7.1fs  %-9s %-16s job %s %s' % (
+                time.time() - started, kind, job.task, job.id, detail)
             with lock:
-                if tty:
-                    out.write('\r\x1b[K')
-                print('%7.1fs  %-9s %-16s job %s %s' % (
-                    time.time() - started, kind, job.task, job.id, detail),
-                    file=out)
-                out.flush()
+                try:
+                    out.write(('\r\x1b[K' if tty else '') + line + '\n')
+                    out.flush()
+                except OSError:
+                    pass    # the reader went away (a closed pipe): go on
 
         zope.event.subscribers.append(show)
         processor = MultiProcessor(db, ['tasks'], waitTime=0.2, maxThreads=2)

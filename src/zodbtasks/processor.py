@@ -68,6 +68,7 @@ jobLog = logging.getLogger('zodbtasks.jobs')
 _OUTCOME_FIELDS = ('output', 'error', 'traceback', 'completed', 'log',
                    'progress')
 _HOST = socket.gethostname()
+_GAVE_UP = object()      # what `SimpleProcessor._transact` returns then
 
 
 def splitPath(path):
@@ -534,57 +535,60 @@ class SimpleProcessor:
             **{name: getattr(outcome, name) for name in _OUTCOME_FIELDS
                if name != 'completed'})
 
-    def _fail(self, jobid, token, message, tb=None):
-        """Fail the job in a fresh transaction; return the outcome or None."""
+    def _transact(self, func, step=None):
+        """Call ``func(service)`` in a transaction and commit it.
+
+        Conflicts are retried, up to ``attempts`` tries; returns what
+        ``func`` returned, or `_GAVE_UP`. Other errors propagate.
+        """
         for attempt in range(self.attempts):
             conn, tm = self._open()
             try:
-                service = self.service(conn)
-                job = service.jobs[jobid]
-                service.checkLease(jobid, token)
-                appendLog(job, tb or message)
-                service.recordOutcome(jobid, token, self.clock(), True,
-                                      error=message, traceback=tb)
-                outcome = _Outcome(job)
+                result = func(self.service(conn))
                 tm.commit()
-                return outcome
-            except LeaseLost as error:
-                tm.abort()
-                log.info('dropped the run of job %s: %s', jobid, error)
-                return None
+                return result
             except TransientError:
                 tm.abort()
+                if step is not None:
+                    self._count(step)
                 self._backoff(attempt)
             except BaseException:
                 tm.abort()
                 raise
             finally:
                 conn.close()
-        log.error('could not record the failure of job %s (%s); its lease '
-                  'will expire and the service will recover it', jobid,
-                  message)
-        return None
+        return _GAVE_UP
+
+    def _fail(self, jobid, token, message, tb=None):
+        """Fail the job in a fresh transaction; return the outcome or None."""
+        def record(service):
+            job = service.jobs[jobid]
+            service.checkLease(jobid, token)
+            appendLog(job, tb or message)
+            service.recordOutcome(jobid, token, self.clock(), True,
+                                  error=message, traceback=tb)
+            return _Outcome(job)
+        try:
+            outcome = self._transact(record)
+        except LeaseLost as error:
+            log.info('dropped the run of job %s: %s', jobid, error)
+            return None
+        if outcome is _GAVE_UP:
+            log.error('could not record the failure of job %s (%s); its '
+                      'lease will expire and the service will recover it',
+                      jobid, message)
+            return None
+        return outcome
 
     def _unleased(self, jobid):
         """Run a job by id in one transaction, as the service itself does."""
-        for attempt in range(self.attempts):
-            conn, tm = self._open()
-            try:
-                service = self.service(conn)
-                ran = service.processNext(self.clock(), jobid)
-                tm.commit()
-                return ran
-            except TransientError:
-                tm.abort()
-                self._backoff(attempt)
-            except BaseException:
-                tm.abort()
-                raise
-            finally:
-                conn.close()
-        log.error('gave up running job %s after %d conflicts', jobid,
-                  self.attempts)
-        return False
+        ran = self._transact(
+            lambda service: service.processNext(self.clock(), jobid))
+        if ran is _GAVE_UP:
+            log.error('gave up running job %s after %d conflicts', jobid,
+                      self.attempts)
+            return False
+        return ran
 
     # -- automatic heartbeats ---------------------------------------------------
 

@@ -37,6 +37,8 @@ from transaction.interfaces import TransientError
 from zodbtasks import interfaces
 from zodbtasks import schedule as schedules
 from zodbtasks.job import CronJob
+from zodbtasks.processor import splitPath
+from zodbtasks.processor import traverse
 
 log = logging.getLogger('zodbtasks.dashboard')
 
@@ -213,22 +215,13 @@ class HTTPError(Exception):
         self.headers = headers or {}
 
 
-def _splitPath(path):
-    keys = tuple(part for part in str(path).split('/') if part)
-    if not keys:
-        raise ValueError('a service path needs at least one key, got %r'
-                         % (path,))
-    return keys
-
-
 def _traverse(root, keys):
-    obj = root
-    for depth, key in enumerate(keys):
-        try:
-            obj = obj[key]
-        except (KeyError, TypeError, AttributeError):
-            raise LookupError('nothing at /%s in the database'
-                              % '/'.join(keys[:depth + 1])) from None
+    """The service at ``keys``; LookupError says what is wrong."""
+    try:
+        obj = traverse(root, keys)
+    except KeyError:
+        raise LookupError('nothing at /%s in the database'
+                          % '/'.join(keys)) from None
     if not interfaces.ITaskService.providedBy(obj):
         raise LookupError('/%s is a %s, not a task service'
                           % ('/'.join(keys), type(obj).__name__))
@@ -241,7 +234,7 @@ class Dashboard:
     def __init__(self, db, service_path, secret=None, clock=None,
                  poll_seconds=5.0, allowed_hosts=None, attempts=3):
         self.db = db
-        self.keys = _splitPath(service_path)
+        self.keys = splitPath(service_path)
         self.secret = secret if secret is not None else secrets.token_bytes(32)
         self.clock = clock or time.time
         self.poll_seconds = poll_seconds
@@ -851,25 +844,11 @@ def serve(db, service_path, host='127.0.0.1', port=8080, allowed_hosts=None,
 
 # -- the command -------------------------------------------------------------
 
-def openDatabase(spec):
-    """A database from a zodburi URI, a ZConfig file or a FileStorage path."""
-    import ZODB
-    if '://' in spec:
-        import zodburi
-        factory, dbkw = zodburi.resolve_uri(spec)
-        return ZODB.DB(factory(), **dbkw)
-    if spec.endswith('.conf'):
-        import ZODB.config
-        return ZODB.config.databaseFromURL(spec)
-    import ZODB.FileStorage
-    return ZODB.DB(ZODB.FileStorage.FileStorage(spec))
-
-
 def add_arguments(parser):
     """Add the options of ``zodbtasks dashboard`` to an argparse parser."""
     parser.add_argument('--db', required=True, metavar='URI',
                         help='zodburi URI (file://, zeo://, zconfig://, ...), '
-                        'a .conf ZConfig file or a FileStorage path')
+                        'a .conf ZConfig file or a .fs FileStorage path')
     parser.add_argument('--service', required=True, metavar='PATH',
                         help='slash-separated keys from the database root to '
                         'the service, e.g. app/tasks')
@@ -895,6 +874,7 @@ def _interrupt(signum, frame):
 
 def run(args):
     """Run ``zodbtasks dashboard`` with parsed arguments; return exit code."""
+    from zodbtasks.cli import openDatabase
     try:
         db = openDatabase(args.db)
     except Exception as error:
@@ -903,7 +883,7 @@ def run(args):
         return 1
     try:
         try:
-            keys = _splitPath(args.service)
+            keys = splitPath(args.service)
             conn = db.open()
             try:
                 _traverse(conn.root(), keys)

@@ -91,6 +91,9 @@ _MAX_KEY = 2 ** 63 - 1
 _ORDER_MASK = (1 << _LANE_SHIFT) - 1
 _QUEUE, _SCHEDULED, _UNPLACED = '_queue', '_scheduled', '_unplaced'
 
+#: Marks a value not worked out yet.
+_UNKNOWN = object()
+
 # Why a job waits in the schedule; only regular runs can misfire.
 _REGULAR, _RETRY, _NOW = None, 'retry', 'now'
 
@@ -330,9 +333,13 @@ class TaskService(persistent.Persistent):
         key = _timeKey(due) | random.getrandbits(_LOW_BITS)
         self._index(_SCHEDULED, job, key)
 
-    def _placeAfter(self, job, now):
-        """Place a repeating job at its first time after ``now``, if any."""
-        due = job.timeOfNextCall(now)
+    def _placeAfter(self, job, now, due=_UNKNOWN):
+        """Place a repeating job at its first time after ``now``, if any.
+
+        ``due`` is that time when the caller has worked it out already.
+        """
+        if due is _UNKNOWN:
+            due = job.timeOfNextCall(now)
         if due is None:
             job.scheduledFor = None
         else:
@@ -781,9 +788,11 @@ class TaskService(persistent.Persistent):
             self._unindex(job)
             if job.status == interfaces.PROCESSING:
                 self._overlap(job, now)
-            elif self._misfire(job, now):
-                self._startRun(job, now, job.scheduledFor)
-                return job
+            else:
+                run, following = self._misfire(job, now)
+                if run:
+                    self._startRun(job, now, job.scheduledFor, following)
+                    return job
         head = self._laneHead() if spread else self._queueHead()
         if head is None:
             return None
@@ -803,32 +812,37 @@ class TaskService(persistent.Persistent):
             self._missed(job, now, 1, 'waiting', count=False)
 
     def _misfire(self, job, now):
-        """Apply a repeating job's misfire policy; False to skip this run."""
+        """Apply a repeating job's misfire policy to a run due at or before
+        ``now``: (whether to run it, its next time after ``now`` if that was
+        worked out on the way, else `_UNKNOWN`)."""
         due = job.scheduledFor
         if not _repeats(job) or job._why is not _REGULAR or due >= now:
-            return True
+            return True, _UNKNOWN
+        missed, following = self._countTimes(job, due, now)
         if job.misfire == 'skip' and now - due > job.misfireGrace:
-            self._placeAfter(job, now)
-            self._missed(job, now, 1 + self._countTimes(job, due, now),
-                         'skipped')
-            return False
-        missed = self._countTimes(job, due, now)
+            self._placeAfter(job, now, following)
+            self._missed(job, now, 1 + missed, 'skipped')
+            return False, _UNKNOWN
         if missed:
             if job.misfire == 'all' and missed <= job.catchUp:
                 job._replayFrom = due
                 self._missed(job, now, missed, 'replaying', count=False)
-            else:
-                self._missed(job, now, missed, 'coalesced')
-        return True
+                return True, _UNKNOWN
+            self._missed(job, now, missed, 'coalesced')
+        return True, following
 
     def _countTimes(self, job, after, until):
-        """How many times the job is due in (after, until], up to catchUp+1."""
+        """How many times the job is due in (after, until], counting up to
+        catchUp + 1, and its first time after ``until`` if counting got
+        there (else `_UNKNOWN`)."""
         count = 0
         t = job.timeOfNextCall(after)
-        while t is not None and t <= until and count <= job.catchUp:
+        while t is not None and t <= until:
+            if count > job.catchUp:
+                return count, _UNKNOWN
             count += 1
             t = job.timeOfNextCall(t)
-        return count
+        return count, t
 
     def _missed(self, job, now, n, action, count=True):
         if count:
@@ -836,7 +850,7 @@ class TaskService(persistent.Persistent):
         job.lastMissed = (now, n, action)
         _notify(events.JobMissed, self, job, now, count=n, action=action)
 
-    def _startRun(self, job, now, due=None):
+    def _startRun(self, job, now, due=None, following=_UNKNOWN):
         job.runDue = due
         job.status = interfaces.PROCESSING
         job.started = now
@@ -855,7 +869,7 @@ class TaskService(persistent.Persistent):
             elif replayFrom is not None:
                 self._placeAfter(job, replayFrom)
             else:
-                self._placeAfter(job, now)
+                self._placeAfter(job, now, following)
         _notify(events.JobStarted, self, job, now)
 
     def processNext(self, now=None, jobid=None, token=None, heartbeat=None):

@@ -451,6 +451,24 @@ class ServerThread:
         self.thread.join(10)
 
 
+def gone(element):
+    """A wait condition: ``element`` left the document (the page changed).
+
+    While the new page replaces the old one, chromedriver may answer with a
+    WebDriverException of its own instead of a stale-element error; either
+    means the old page is gone.
+    """
+    from selenium.common.exceptions import WebDriverException
+
+    def check(driver):
+        try:
+            element.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+    return check
+
+
 def test_in_chromium(tmp_path, tasks, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -476,7 +494,7 @@ def test_in_chromium(tmp_path, tasks, browser):
         button = browser.find_element(
             By.CSS_SELECTOR, '#job-%d button.cancel' % ids['queued'])
         button.click()
-        wait.until(ec.staleness_of(button))
+        wait.until(gone(button))
         wait.until(ec.text_to_be_present_in_element(
             (By.CSS_SELECTOR, '#job-%d .status' % ids['queued']), 'cancelled'))
         assert status(db, ids['queued']) == 'cancelled'

@@ -13,6 +13,12 @@ application adding jobs from its requests would), and stops the clock when
 the last job's completion is committed. The rate is jobs / that time; the
 enqueue column is how long adding took (the workers run meanwhile).
 
+Then a second measure, the **drain**: ``--jobs`` jobs are queued before any
+worker starts, the workers are started, and the rate is counted from the
+first completed job to the last: how fast the workers empty a backlog,
+without the enqueuing in the way. This is where more worker processes
+should help.
+
 Scenarios:
 
 ``FileStorage, 1 thread``
@@ -20,7 +26,8 @@ Scenarios:
     with a processor thread does: a `SimpleProcessor` thread.
 ``ZEO, N processes``
     a ZEO server (a process of its own on 127.0.0.1), the jobs added by
-    this process, ``zodbtasks worker --threads 1`` processes.
+    this process, ``zodbtasks worker --threads 1 --spread`` processes (the
+    setting docs/workers.rst advises for several workers).
 ``huey SQLite, 1 worker``
     the same no-op task through huey's ``SqliteHuey`` and its consumer with
     one worker thread; the task returns a value so that huey stores a
@@ -98,37 +105,63 @@ def completedCount(db):
         conn.close()
 
 
-def enqueueAndWait(db, jobs, timeout):
-    """Add ``jobs`` no-op jobs one transaction each; wait for completion.
-
-    Returns (seconds to enqueue, seconds until all completed).
-    """
+def addJobs(db, jobs, perTransaction=1):
+    """Add ``jobs`` no-op jobs, ``perTransaction`` in each transaction."""
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
-    start = time.perf_counter()
     try:
-        for _ in range(jobs):
+        left = jobs
+        while left:
+            n = min(left, perTransaction)
             for attempt in range(10):
                 try:
                     tm.begin()
-                    conn.root()['tasks'].add('noop')
+                    service = conn.root()['tasks']
+                    for _ in range(n):
+                        service.add('noop')
                     tm.commit()
                     break
                 except transaction.interfaces.TransientError:
                     tm.abort()
             else:
                 raise RuntimeError('could not add a job for conflicts')
+            left -= n
     finally:
         tm.abort()
         conn.close()
+
+
+def enqueueAndWait(db, jobs, timeout):
+    """Add ``jobs`` no-op jobs one transaction each; wait for completion.
+
+    Returns (seconds to enqueue, seconds until all completed).
+    """
+    start = time.perf_counter()
+    addJobs(db, jobs)
     enqueued = time.perf_counter() - start
+    waitForCount(lambda: completedCount(db), jobs, timeout)
+    return enqueued, time.perf_counter() - start
+
+
+def waitForCount(count, jobs, timeout):
+    """Poll ``count()`` until it reaches ``jobs``; return the rate from the
+    first completion seen to the last (jobs/s)."""
     deadline = time.monotonic() + timeout
-    while completedCount(db) < jobs:
+    first = None
+    while True:
+        done = count()
+        now = time.perf_counter()
+        if first is None and done:
+            first = (now, done)
+        if done >= jobs:
+            break
         if time.monotonic() > deadline:
             raise RuntimeError('only %d of %d jobs completed within %ss'
-                               % (completedCount(db), jobs, timeout))
-        time.sleep(0.01)
-    return enqueued, time.perf_counter() - start
+                               % (done, jobs, timeout))
+        # Not more often: the polls take CPU from the workers.
+        time.sleep(0.05)
+    elapsed = now - first[0]
+    return (jobs - first[1]) / elapsed if elapsed > 0 else float('inf')
 
 
 def newService(db):
@@ -138,58 +171,87 @@ def newService(db):
 
 
 def benchFileStorage(workdir, jobs, poll, timeout):
+    """(enqueue s, total s, drain jobs/s) with a processor thread."""
     import ZODB
     import ZODB.FileStorage
     from zodbtasks.processor import SimpleProcessor
-    db = ZODB.DB(ZODB.FileStorage.FileStorage(
-        os.path.join(workdir, 'fs.fs')))
-    try:
-        newService(db)
-        proc = SimpleProcessor(db, 'tasks', waitTime=poll)
-        thread = threading.Thread(target=proc, daemon=True)
-        thread.start()
+    results = []
+    for drain in (False, True):
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(
+            os.path.join(workdir, 'fs-%d.fs' % drain)))
         try:
-            return enqueueAndWait(db, jobs, timeout)
+            newService(db)
+            if drain:
+                addJobs(db, jobs, perTransaction=100)
+            proc = SimpleProcessor(db, 'tasks', waitTime=poll)
+            thread = threading.Thread(target=proc, daemon=True)
+            thread.start()
+            try:
+                if drain:
+                    results.append(waitForCount(
+                        lambda: completedCount(db), jobs, timeout))
+                else:
+                    results.extend(enqueueAndWait(db, jobs, timeout))
+            finally:
+                proc.stop()
+                thread.join(60)
         finally:
-            proc.stop()
-            thread.join(60)
-    finally:
-        db.close()
+            db.close()
+    return tuple(results)
 
 
 def benchZEO(workdir, jobs, processes, poll, timeout):
+    """(enqueue s, total s, drain jobs/s) with worker processes."""
     import ZEO
     from zodbtasks._testing import Workers
     from zodbtasks._testing import ZEOServer
-    path = os.path.join(workdir, 'zeo-%d.fs' % processes)
-    with ZEOServer(path) as server:
-        db = ZEO.DB(server.address)
-        try:
-            newService(db)
-            env = {'PYTHONPATH': os.pathsep.join(
-                [HERE] + [p for p in [os.environ.get('PYTHONPATH')] if p])}
-            logDir = os.path.join(workdir, 'zeo-%d-logs' % processes)
-            os.mkdir(logDir)
-            with Workers(logDir, env=env) as workers:
-                for _ in range(processes):
-                    workers.start('worker', '--db', server.uri, '--service', 'tasks',
-                                  '--tasks', 'bench_workers',
-                                  '--poll', str(poll))
-                # Ready when each worker says it runs.
-                waitUntil(lambda: all('worker for /' in workers.log(p)
-                                      for p in workers.processes),
-                          60, 'the workers starting')
-                result = enqueueAndWait(db, jobs, timeout)
-                for process in workers.processes:
-                    process.send_signal(signal.SIGTERM)
-                workers.wait(60)
-                return result
-        finally:
-            db.close()
+    results = []
+    env = {'PYTHONPATH': os.pathsep.join(
+        [HERE] + [p for p in [os.environ.get('PYTHONPATH')] if p])}
+    for drain in (False, True):
+        name = 'zeo-%d-%d' % (processes, drain)
+        with ZEOServer(os.path.join(workdir, name + '.fs')) as server:
+            db = ZEO.DB(server.address)
+            try:
+                newService(db)
+                if drain:
+                    addJobs(db, jobs, perTransaction=100)
+                logDir = os.path.join(workdir, name + '-logs')
+                os.mkdir(logDir)
+                with Workers(logDir, env=env) as workers:
+                    for _ in range(processes):
+                        workers.start('worker', '--db', server.uri,
+                                      '--service', 'tasks',
+                                      '--tasks', 'bench_workers',
+                                      '--poll', str(poll), '--spread')
+                    if drain:
+                        results.append(waitForCount(
+                            lambda: completedCount(db), jobs, timeout))
+                    else:
+                        # Ready when each worker says it runs.
+                        waitUntil(lambda: all(
+                            'worker for /' in workers.log(p)
+                            for p in workers.processes),
+                            60, 'the workers starting')
+                        results.extend(enqueueAndWait(db, jobs, timeout))
+                    for process in workers.processes:
+                        process.send_signal(signal.SIGTERM)
+                    workers.wait(60)
+            finally:
+                db.close()
+    return tuple(results)
 
 
 def benchHuey(workdir, jobs, timeout, fsync):
-    path = os.path.join(workdir, 'huey-%d.db' % fsync)
+    """(enqueue s, total s, drain jobs/s) with a consumer process."""
+    results = []
+    for drain in (False, True):
+        results.extend(_benchHuey(workdir, jobs, timeout, fsync, drain))
+    return tuple(results)
+
+
+def _benchHuey(workdir, jobs, timeout, fsync, drain):
+    path = os.path.join(workdir, 'huey-%d-%d.db' % (fsync, drain))
     os.environ['ZODBTASKS_BENCH_HUEY'] = path
     os.environ['ZODBTASKS_BENCH_HUEY_FSYNC'] = '1' if fsync else '0'
     # Enqueue through the module the consumer loads, so that the task has
@@ -197,7 +259,10 @@ def benchHuey(workdir, jobs, timeout, fsync):
     sys.path.insert(0, HERE)
     import bench_workers
     huey = bench_workers._makeHuey()
-    logPath = os.path.join(workdir, 'huey-%d.log' % fsync)
+    if drain:
+        for _ in range(jobs):
+            huey.noop()
+    logPath = os.path.join(workdir, 'huey-%d-%d.log' % (fsync, drain))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [HERE] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
     consumer = shutil.which('huey_consumer',
@@ -210,18 +275,16 @@ def benchHuey(workdir, jobs, timeout, fsync):
                        '-d', '0.01', '-m', '0.01', '-C'],
             env=env, cwd=workdir, stdout=logFile, stderr=subprocess.STDOUT)
     try:
+        if drain:
+            return (waitForCount(huey.storage.result_store_size, jobs,
+                                 timeout),)
         waitUntil(lambda: _read(logPath).count('started') > 0, 60,
                   'the huey consumer starting')
         start = time.perf_counter()
         for _ in range(jobs):
             huey.noop()
         enqueued = time.perf_counter() - start
-        deadline = time.monotonic() + timeout
-        while huey.storage.result_store_size() < jobs:
-            if time.monotonic() > deadline:
-                raise RuntimeError('huey completed only %d of %d' % (
-                    huey.storage.result_store_size(), jobs))
-            time.sleep(0.01)
+        waitForCount(huey.storage.result_store_size, jobs, timeout)
         return enqueued, time.perf_counter() - start
     finally:
         process.send_signal(signal.SIGINT)
@@ -281,28 +344,35 @@ def main(argv=None):
         with open(args.json, 'w') as f:
             json.dump({'jobs': args.jobs, 'cpus': os.cpu_count(),
                        'rows': [{'scenario': label, 'enqueue': enqueued,
-                                 'total': total, 'rate': args.jobs / total}
-                                for label, enqueued, total in rows]},
+                                 'total': total, 'rate': args.jobs / total,
+                                 'drain': drain}
+                                for label, enqueued, total, drain in rows]},
                       f, indent=2)
     print()
-    print('%d no-op jobs, each added in its own transaction; %d CPUs; '
-          'Python %s' % (args.jobs, os.cpu_count(), sys.version.split()[0]))
+    print('%d no-op jobs; each added in its own transaction ("jobs/s": '
+          'enqueue to completed), or queued before the workers start '
+          '("drain"); %d CPUs; Python %s'
+          % (args.jobs, os.cpu_count(), sys.version.split()[0]))
     print()
-    header = ('scenario', 'enqueue s', 'total s', 'jobs/s', 'vs ZEO x1',
-              'vs huey')
-    base = {label: args.jobs / total for label, _, total in rows}
-    zeo1 = next((v for k, v in base.items() if k.startswith('ZEO, 1 ')), None)
+    header = ('scenario', 'enqueue s', 'total s', 'jobs/s', 'vs huey',
+              'drain/s', 'vs ZEO x1', 'vs huey')
+    rates = {label: (args.jobs / total, drain)
+             for label, enqueued, total, drain in rows}
+    zeo1 = next((v[1] for k, v in rates.items() if k.startswith('ZEO, 1 ')),
+                None)
     # Compared with huey as configured by default (fsync=False).
-    hueyRate = next((v for k, v in base.items() if k.startswith('huey')),
-                    None)
+    huey = next((v for k, v in rates.items() if k.startswith('huey')),
+                (None, None))
     table = [header]
-    for label, enqueued, total in rows:
+    for label, enqueued, total, drain in rows:
         rate = args.jobs / total
         table.append((label, '%.2f' % enqueued, '%.2f' % total,
                       '%.0f' % rate,
-                      '%.2fx' % (rate / zeo1) if zeo1 and label.startswith(
+                      '%.2fx' % (rate / huey[0]) if huey[0] else '',
+                      '%.0f' % drain,
+                      '%.2fx' % (drain / zeo1) if zeo1 and label.startswith(
                           'ZEO') else '',
-                      '%.2fx' % (rate / hueyRate) if hueyRate else ''))
+                      '%.2fx' % (drain / huey[1]) if huey[1] else ''))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for n, row in enumerate(table):
         print('  '.join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -312,8 +382,9 @@ def main(argv=None):
 
 
 def _show(row, jobs):
-    print('%-40s %6.2fs enqueue, %6.2fs total, %5.0f jobs/s'
-          % (row[0], row[1], row[2], jobs / row[2]), file=sys.stderr)
+    print('%-40s %6.2fs enqueue, %6.2fs total, %5.0f jobs/s, drain %5.0f/s'
+          % (row[0], row[1], row[2], jobs / row[2], row[3]),
+          file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -54,38 +54,44 @@ def perCall(core, out):
 
 
 def throughput(workers, out):
-    fig, ax = plt.subplots(figsize=(8, 5))
-    zeo = sorted((int(row['scenario'].split()[1]), row['rate'])
-                 for row in workers['rows']
-                 if row['scenario'].startswith('ZEO'))
-    ax.plot([n for n, _ in zeo], [r for _, r in zeo], '-o',
-            label='zodbtasks, ZEO, N worker processes')
-    for row, style in zip([r for r in workers['rows']
-                           if not r['scenario'].startswith('ZEO')],
-                          [':', '--', '-.', ':']):
-        ax.axhline(row['rate'], linestyle=style, color='grey')
-        ax.text(1, row['rate'] * 1.03, row['scenario'], fontsize=7)
-    ax.set_yscale('log')
-    ax.set_xticks([n for n, _ in zeo])
-    ax.set_xlabel('worker processes')
-    ax.set_ylabel('jobs per second, enqueue to completed')
-    ax.set_title('Throughput of %d no-op jobs on %d CPUs'
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
+    measures = [('rate', 'enqueue to completed'),
+                ('drain', 'draining a backlog')]
+    for ax, (key, title) in zip(axes, measures):
+        rows = [row for row in workers['rows'] if row.get(key)]
+        zeo = sorted((int(row['scenario'].split()[1]), row[key])
+                     for row in rows if row['scenario'].startswith('ZEO'))
+        ax.plot([n for n, _ in zeo], [r for _, r in zeo], '-o',
+                label='zodbtasks, ZEO, N worker processes')
+        for row, style in zip([r for r in rows
+                               if not r['scenario'].startswith('ZEO')],
+                              [':', '--', '-.', ':']):
+            ax.axhline(row[key], linestyle=style, color='grey')
+            ax.text(1, row[key] * 1.03, row['scenario'], fontsize=7)
+        ax.set_yscale('log')
+        ax.set_xticks([n for n, _ in zeo])
+        ax.set_xlabel('worker processes')
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which='both', linewidth=0.3)
+    axes[0].set_ylabel('jobs per second')
+    axes[0].legend(fontsize=8)
+    fig.suptitle('Throughput of %d no-op jobs on %d CPUs'
                  % (workers['jobs'], workers['cpus']))
-    ax.legend(fontsize=8)
-    ax.grid(True, which='both', linewidth=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out, 'benchmarks-throughput.png'), dpi=100)
 
 
 def main(argv):
+    """plot.py CORE.json WORKERS.json OUTDIR; either JSON may be '-' to
+    leave its plot as it is."""
     if len(argv) != 3:
         sys.exit(__doc__)
-    with open(argv[0]) as f:
-        core = json.load(f)
-    with open(argv[1]) as f:
-        workers = json.load(f)
-    perCall(core, argv[2])
-    throughput(workers, argv[2])
+    if argv[0] != '-':
+        with open(argv[0]) as f:
+            perCall(json.load(f), argv[2])
+    if argv[1] != '-':
+        with open(argv[1]) as f:
+            throughput(json.load(f), argv[2])
 
 
 if __name__ == '__main__':

@@ -106,6 +106,35 @@ def test_a_worker_with_threads_on_a_file_uri(fs, tmp_path, tasks):
     assert 'completed: 20' in done.stderr
 
 
+def commitsSince(path, tid):
+    storage = ZODB.FileStorage.FileStorage(path, read_only=True)
+    try:
+        return len([t for t in storage.iterator() if t.tid > tid])
+    finally:
+        storage.close()
+
+
+# Claims take 1, then 2, then 2 jobs (fewer if a job ran slowly): 3 to 5
+# claims. Grouped, the runs commit with the claims, and one commit more
+# records the last; with --no-group each run commits too.
+@pytest.mark.parametrize('flags, commits', [
+    ((), range(4, 7)),
+    (('--no-group',), range(3 + 5, 5 + 5 + 1)),
+])
+def test_no_group_commits_every_run_on_its_own(fs, tmp_path, tasks, flags,
+                                               commits):
+    ledger = str(tmp_path / 'ledger')
+    ids = addJobs(fs, 'append_id', [ledger] * 5)
+    with Stored(fs) as root:
+        before = root._p_jar.db().lastTransaction()
+    done = run('worker', '--db', fs, '--service', 'tasks', '--tasks',
+               'worker_tasks', '--until-idle', '--poll', '0.05', *flags)
+    assert done.returncode == 0, done.stderr
+    assert sorted(lines(ledger)) == sorted(str(i) for i in ids)
+    assert commitsSince(fs, before) in commits
+    assert 'completed: 5' in done.stderr
+
+
 def test_create_makes_a_service_where_there_was_none(fs, tasks):
     done = run('worker', '--db', fs, '--service', 'tasks', '--until-idle',
                '--create')

@@ -168,3 +168,76 @@ def test_spread_claims_take_lane_heads_and_still_take_every_job(service,
     for n in set(lane.values()):
         assert [i for i in claimed if lane[i] == n] == [
             i for i in ids if lane[i] == n]
+
+
+# -- claiming a batch ------------------------------------------------------
+
+def test_claim_jobs_takes_a_batch_oldest_first(service, tasks):
+    ids = [service.add('echo', n, now=0) for n in range(5)]
+    got = service.claimJobs(now=1, count=3, worker='w')
+    assert got == ids[:3]
+    assert service.claimJobs(now=1, count=10, worker='w') == ids[3:]
+    assert service.claimJobs(now=1, count=10, worker='w') == []
+    assert {service.jobs[i].status for i in ids} == {'processing'}
+
+
+def test_a_spread_batch_comes_from_one_lane_while_it_lasts(service, tasks):
+    import random
+    from zodbtasks.service import _LANE_SHIFT
+    random.seed(11)
+    ids = [service.add('echo', n, now=0) for n in range(300)]
+    lane = {i: service.jobs[i]._indexKey >> _LANE_SHIFT for i in ids}
+    claimed = []
+    while True:
+        batch = service.claimJobs(now=1, count=8, spread=True)
+        if not batch:
+            break
+        lanes = [lane[i] for i in batch]
+        # Each lane's jobs in one run, and a lane is left only when empty.
+        changes = sum(a != b for a, b in zip(lanes, lanes[1:]))
+        assert changes == len(set(lanes)) - 1
+        assert all(not service._queue[n] for n in lanes[:-1]
+                   if n != lanes[-1])
+        claimed.extend(batch)
+    assert sorted(claimed) == sorted(ids)
+    for n in set(lane.values()):
+        assert [i for i in claimed if lane[i] == n] == [
+            i for i in ids if lane[i] == n]
+
+
+def test_the_leases_of_a_batch_share_one_tree(service, tasks):
+    from zodbtasks.service import _LEASE_SHARD_MASK
+    for n in range(50):
+        service.add('echo', n, now=0)
+    for _ in range(5):
+        batch = service.claimJobs(now=1, count=10)
+        shards = {service.jobs[i].lease.key & _LEASE_SHARD_MASK
+                  for i in batch}
+        assert len(shards) == 1
+        tree = service._leases[shards.pop()]
+        assert all(tree[service.jobs[i].lease.key] == i for i in batch)
+
+
+def test_a_heartbeat_keeps_the_lease_in_its_tree_and_expiry_still_works(
+        service, tasks):
+    from zodbtasks.service import _LEASE_SHARD_MASK
+    jobid = service.add('echo', 'x', now=0)
+    [got] = service.claimJobs(now=0, count=1, worker='w')
+    lease = service.jobs[jobid].lease
+    shard, oldKey = lease.key & _LEASE_SHARD_MASK, lease.key
+    assert service.heartbeat(jobid, lease.token, now=50) == 110
+    assert lease.key & _LEASE_SHARD_MASK == shard
+    assert oldKey not in service._leases[shard]
+    assert not service.hasJobsWaiting(now=109)
+    assert service.hasJobsWaiting(now=111)
+    assert service.claimNextJob(now=111, worker='v') == jobid
+    assert service.jobs[jobid].attempts == 2
+
+
+@pytest.mark.parametrize('count', [-1, 1.5, '3', None])
+def test_claim_jobs_refuses_a_bad_count(service, count):
+    service.add('echo', 'x', now=0)
+    with pytest.raises(ValueError, match='count must be an int of 0 or '
+                       'more, not %s' % repr(count).replace('.', r'\.')):
+        service.claimJobs(now=1, count=count)
+    assert service.getStatus(list(service.jobs)[0]) == 'queued'

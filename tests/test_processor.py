@@ -701,3 +701,247 @@ def test_a_batched_job_whose_lease_was_lost_is_not_run(stored):
         assert service.getStatus(ids[4]) == 'cancelled'
         assert service.getStatus(ids[5]) == 'completed'
     assert proc.stats == {'completed': 5, 'lost': 1}
+
+
+# -- outcomes recorded together -------------------------------------------------
+
+def statusesSeen(db, ids):
+    """The statuses of jobs as another connection sees them now."""
+    with opened(db) as service:
+        return [service.getStatus(i) for i in ids]
+
+
+def test_clean_runs_are_recorded_with_the_next_claim(stored, ran):
+    ids = add(stored, 'note', *range(40))
+    before = stored.lastTransaction()
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                           clock=ticking(), batch=8, batchBelow=60)
+    proc()
+    assert ran == list(range(40))
+    commits = [t for t in stored.storage.iterator() if t.tid > before]
+    # One commit per claim (of 1, 2, 8, 8, 8, 8 and 5 jobs) and one for the
+    # last outcomes: not one per job.
+    assert len(commits) == 8
+    with opened(stored) as service:
+        assert [service.getResult(i) for i in ids] == list(range(40))
+        assert {service.getStatus(i) for i in ids} == {'completed'}
+    assert proc.stats == {'completed': 40}
+
+
+def test_without_grouping_each_run_commits_alone(stored, ran):
+    add(stored, 'note', *range(10))
+    before = stored.lastTransaction()
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=ticking(), batch=8, batchBelow=60,
+                    groupOutcomes=False)()
+    commits = [t for t in stored.storage.iterator() if t.tid > before]
+    assert len(commits) == 10 + 3        # runs, and claims of 1, 2 and 7
+
+
+def test_an_outcome_waits_until_the_next_claim_unless_settling_is_due(
+        stored):
+    seen = []
+    ids = []
+
+    def look(service, jobid, input):
+        seen.append(statusesSeen(service._p_jar.db(), ids[:2]))
+
+    register('look', look)
+    ids.extend(add(stored, 'look', 1, 2))
+    for settleWithin, expected in [(60, 'processing'), (0, 'completed')]:
+        seen.clear()
+        ids[:] = add(stored, 'look', 1, 2)
+        # Two fast jobs before: the batch has grown to two.
+        SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                        clock=ticking(), batchBelow=60,
+                        settleWithin=settleWithin)()
+        # While the second job runs, the first one's outcome is recorded
+        # only if it has waited settleWithin seconds.
+        assert seen[1][0] == expected, settleWithin
+        assert statusesSeen(stored, ids) == ['completed', 'completed']
+
+
+def test_outcomes_recorded_later_keep_log_progress_and_retry_delay(stored):
+    now = [1000.0]
+
+    def talks(service, jobid, input):
+        ctx = current()
+        ctx.log('working on %s' % input)
+        ctx.progress(0.5, 'half way')
+        if input == 'again':
+            raise zodbtasks.Retry('not yet', delay=30)
+        return input.upper()
+
+    register('talks', talks)
+    ok, again = add(stored, 'talks', 'ok', 'again', retries=1)
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=lambda: now[0], batchBelow=60)()
+    with opened(stored) as service:
+        job = service.jobs[ok]
+        assert (job.status, job.output, job.log, job.progress) == (
+            'completed', 'OK', ('working on ok',), (0.5, 'half way'))
+        job = service.jobs[again]
+        assert job.status == 'retrying'
+        assert job.log[0] == 'working on again'
+        assert 'Retry: not yet' in job.log[-1]
+        assert job.scheduledFor == 1030.0     # the task's delay, not 60 s
+
+
+def test_a_task_that_writes_commits_its_run_with_its_work(stored):
+    def writes(service, jobid, input):
+        service._p_jar.root()['app']['written'] = input
+
+    register('writes', writes)
+    register('quiet', lambda service, jobid, input: None)
+    quiet, writer = add(stored, 'quiet', None) + add(stored, 'writes', 'x')
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=ticking(), batchBelow=60)()
+    with opened(stored) as service:
+        app = service._p_jar.root()['app']
+        assert app['written'] == 'x'
+        assert service.getStatus(writer) == 'completed'
+        # The writer's outcome was committed in the transaction of its work.
+        assert service.jobs[writer]._p_serial == app._p_serial
+        assert service.getStatus(quiet) == 'completed'
+
+
+class Recorder:
+    """A data manager that notes whether it was committed or aborted."""
+
+    def __init__(self, manager):
+        self.transaction_manager = manager
+        self.calls = []
+
+    def abort(self, txn):
+        self.calls.append('abort')
+
+    def tpc_begin(self, txn):
+        pass
+
+    def commit(self, txn):
+        self.calls.append('commit')
+
+    def tpc_vote(self, txn):
+        pass
+
+    def tpc_finish(self, txn):
+        self.calls.append('finish')
+
+    def tpc_abort(self, txn):
+        self.calls.append('tpc_abort')
+
+    def sortKey(self):
+        return 'zodbtasks-test-recorder'
+
+
+def test_work_outside_the_database_is_committed_not_dropped(stored):
+    """A task that joins another data manager (a mailer, an SQL session) or
+    adds a commit hook has its transaction committed, not put off."""
+    recorders = []
+    hooks = []
+
+    def mails(service, jobid, input):
+        txn = transaction.get()
+        recorder = Recorder(transaction.manager)
+        recorders.append(recorder)
+        txn.join(recorder)
+
+    def hooked(service, jobid, input):
+        transaction.get().addAfterCommitHook(
+            lambda ok: hooks.append(('after', ok)))
+        transaction.get().addBeforeCommitHook(
+            lambda: hooks.append('before'))
+
+    register('mails', mails)
+    register('hooked', hooked)
+    ids = add(stored, 'mails', 1) + add(stored, 'hooked', 2)
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=ticking(), batchBelow=60)()
+    assert [r.calls for r in recorders] == [['commit', 'finish']]
+    assert hooks == ['before', ('after', True)]
+    assert statusesSeen(stored, ids) == ['completed', 'completed']
+
+
+def test_at_most_once_jobs_are_recorded_at_once(stored):
+    seen = []
+    ids = []
+
+    def look(service, jobid, input):
+        if input == 'look':
+            seen.append(statusesSeen(service._p_jar.db(), ids[:2]))
+
+    register('look', look)
+    # Three jobs first, in batches of one and two: then four at a time.
+    add(stored, 'look', 'warm-up 1', 'warm-up 2', 'warm-up 3')
+    ids.extend(add(stored, 'look', 'plain'))
+    ids.extend(add(stored, 'look', 'once', atMostOnce=True))
+    ids.extend(add(stored, 'look', 'look'))
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=ticking(), batchBelow=60)()
+    # The plain job's outcome waits for the next claim; the at-most-once
+    # job's is committed with its run, so that a worker lost now cannot
+    # turn a finished run into "worker lost".
+    assert seen == [['processing', 'completed']]
+    assert statusesSeen(stored, ids) == ['completed'] * 3
+
+
+def test_an_outcome_whose_lease_went_while_it_waited_is_dropped(stored):
+    ids = []
+
+    def cancelsFirst(service, jobid, input):
+        if input == 'second':
+            with opened(service._p_jar.db(), commit=True) as other:
+                other.cancel(ids[1])
+        return input
+
+    register('t', cancelsFirst)
+    ids.extend(add(stored, 't', 'warm-up', 'first', 'second'))
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                           clock=ticking(), batchBelow=60)
+    proc()
+    with opened(stored) as service:
+        assert service.getStatus(ids[1]) == 'cancelled'
+        assert service.getResult(ids[1]) is None
+        assert service.getResult(ids[2]) == 'second'
+    assert proc.stats == {'completed': 2, 'lost': 1}
+
+
+def test_stopping_records_the_outcomes_in_hand(stored):
+    procs = []
+
+    def last(service, jobid, input):
+        if input == 'stop':
+            procs[0].stop()
+        return input
+
+    register('last', last)
+    ids = add(stored, 'last', 'a', 'b', 'stop', 'never')
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01,
+                           clock=ticking(), batchBelow=60)
+    procs.append(proc)
+    proc()
+    assert statusesSeen(stored, ids) == ['completed'] * 3 + ['queued']
+    assert proc.stats == {'completed': 3}
+
+
+def test_an_outcome_that_cannot_be_recorded_fails_its_job(stored):
+    """An outcome whose recording raises (here: an event subscriber) does
+    not stop the loop or the other outcomes; its job fails with the
+    error."""
+    import zope.component
+    from zodbtasks.interfaces import IJobCompleted
+
+    def picky(event):
+        if event.job.input == 'bad':
+            raise RuntimeError('the subscriber refused it')
+
+    zope.component.provideHandler(picky, (IJobCompleted,))
+    register('t', lambda service, jobid, input: input)
+    ids = add(stored, 't', 'good', 'bad', 'fine')
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                           clock=ticking(), batchBelow=60)
+    proc()
+    with opened(stored) as service:
+        assert [service.getStatus(i) for i in ids] == [
+            'completed', 'error', 'completed']
+        assert 'the subscriber refused it' in service.getError(ids[1])

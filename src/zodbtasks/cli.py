@@ -143,7 +143,8 @@ def _work(db, keys, args):
     from zodbtasks.processor import SimpleProcessor
     options = dict(waitTime=args.poll, lease=args.lease,
                    untilIdle=args.until_idle,
-                   heartbeatInterval=args.heartbeat, spread=args.spread)
+                   heartbeatInterval=args.heartbeat, spread=args.spread,
+                   groupOutcomes=not args.no_group)
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)
@@ -288,6 +289,10 @@ def buildParser():
                      help='take queued jobs from the heads of random lanes, '
                      'roughly in order, so that many workers rarely want the '
                      'same job (default: the oldest first)')
+    run.add_argument('--no-group', action='store_true',
+                     help='commit every run on its own, instead of '
+                     'recording the outcomes of tasks that wrote nothing '
+                     'with the next claim')
     run.set_defaults(func=worker)
     # The operator's subcommands (status, jobs, show, add, cron, cancel, ...).
     from zodbtasks import admin

@@ -201,6 +201,19 @@ class IScheduledTaskService(ITaskService):
         `ITaskService.claimNextJob`. The job's ``lease.token`` is what the
         worker gives `processNext` and `heartbeat`."""
 
+    def claimJobs(now=None, count=1, worker=None, lease=None, spread=False):
+        """Claim up to ``count`` due jobs, as many calls of `claimNextJob`;
+        return their ids. All their leases go to one tree of the lease
+        index, and with ``spread`` the queued jobs come from one random lane
+        of the queue while it lasts: workers claiming batches at the same
+        moment then rarely write the same bucket. Raises ValueError for a
+        ``count`` that is not an int of 0 or more."""
+
+    def prefetch(jobids):
+        """Ask the storage to load the jobs ``jobids`` and the trees that
+        hold them, in one round trip per level (ZEO, RelStorage; a no-op
+        elsewhere). Changes nothing."""
+
     def processNext(now=None, jobid=None, token=None, heartbeat=None):
         """Run one job, as `ITaskService.processNext`.
 
@@ -217,10 +230,26 @@ class IScheduledTaskService(ITaskService):
         """Return the job's lease if it is ``token``, else raise
         `LeaseLost`."""
 
-    def recordOutcome(jobid, token, now, failed, **fields):
-        """Record a run's outcome (``output``, ``error``, ``traceback``,
-        ``log``, ...) for a job still held under ``token``, as the run would
-        have; for a worker whose run's transaction could not commit."""
+    def runClaimed(jobid, token, now=None, heartbeat=None):
+        """Run the task of a job held under ``token`` and return its
+        `IOutcome`, recording nothing on the job but what the task told its
+        context (log, progress) and a failure's traceback.
+
+        What the task changed stays in the transaction; a failed task's
+        changes are rolled back. Raises `LeaseLost`, running nothing, if the
+        job is no longer held under ``token``. `processNext` with a token is
+        this followed by `recordOutcome`.
+        """
+
+    def recordOutcome(jobid, token, outcome):
+        """Record ``outcome`` (an `IOutcome`) on a job still held under
+        ``token``, ending the run as `processNext` would have: completed,
+        error, retrying, or waiting for its next time.
+
+        Raises `LeaseLost`, having written nothing, if the lease is gone. A
+        worker uses it to record a run in a later transaction than the one
+        the task ran in: after a conflict, or several runs in one commit.
+        """
 
     def outcomeFootprint(jobid):
         """The oids that recording the job's outcome writes."""
@@ -249,6 +278,24 @@ class IScheduledTaskService(ITaskService):
 
     def upgrade(now=None):
         """Bring data of an older layout up to date; True if it did."""
+
+
+class IOutcome(Interface):
+    """The outcome of one run of a job, kept apart from the job.
+
+    Plain data: it may be kept across transactions and recorded later.
+    """
+
+    jobid = Attribute("The id of the job that ran.")
+    completed = Attribute("When the run ended (seconds since the epoch).")
+    failed = Attribute("Whether the task raised.")
+    output = Attribute("What the task returned; None if it failed.")
+    error = Attribute("The error message of a failed run, else None.")
+    traceback = Attribute("The traceback of a failed run, else None.")
+    retryDelay = Attribute(
+        "Seconds before a retry, as the task's `Retry` asked; else None.")
+    log = Attribute("The job's log as the run left it (a tuple of lines).")
+    progress = Attribute("The job's progress as the run left it.")
 
 
 class LeaseLost(Exception):

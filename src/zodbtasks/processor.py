@@ -7,10 +7,12 @@ its own connections and runs every step in a transaction of its own:
 1. **claim** -- a short transaction that takes one or more due jobs off the
    queue under a lease (`TaskService.claimNextJob`) and commits at once, so
    that no worker holds the service's busy objects while a task runs;
-2. **run** -- one transaction per job that runs its task and records the
-   outcome (`TaskService.processNext` with the lease's token); the result,
-   error or traceback is committed with the new status and with whatever the
-   task changed.
+2. **run** -- one transaction per job that runs its task
+   (`TaskService.runClaimed` with the lease's token). If the task changed
+   the database, the outcome is recorded (`TaskService.recordOutcome`) and
+   committed with its work. If it left nothing to commit, the loop aborts
+   that transaction and records the outcome with its next claim: a batch
+   of fast jobs costs one commit.
 
 `SimpleProcessor` runs one job at a time, `MultiProcessor` several, in a pool
 of threads. Both use the transaction manager of the thread they run in
@@ -58,15 +60,12 @@ from transaction.interfaces import TransientError
 
 from zodbtasks.context import appendLog
 from zodbtasks.interfaces import LeaseLost
+from zodbtasks.service import Outcome
 
 log = logging.getLogger('zodbtasks.processor')
 #: One line per finished job goes to this logger, at INFO level.
 jobLog = logging.getLogger('zodbtasks.jobs')
 
-#: The job fields a run records; they are copied when an outcome is recorded
-#: again after a conflict.
-_OUTCOME_FIELDS = ('output', 'error', 'traceback', 'completed', 'log',
-                   'progress')
 _HOST = socket.gethostname()
 _GAVE_UP = object()      # what `SimpleProcessor._transact` returns then
 
@@ -125,16 +124,29 @@ def _writtenOids(conn):
     return oids
 
 
-class _Outcome:
-    """What a run recorded on its job, kept to be recorded again."""
+def _leftWork(conn, txn, jobOid):
+    """Whether a task left work in ``txn`` beyond what it told its job:
+    objects written, another data manager joined, or commit hooks."""
+    if _writtenOids(conn) - {jobOid}:
+        return True
+    if any(resource is not conn for resource in txn._resources):
+        return True
+    return bool(list(txn.getBeforeCommitHooks())
+                or list(txn.getAfterCommitHooks()))
 
-    def __init__(self, job):
-        self.task = job.task
-        self.status = job.status
-        self.attempts = job.attempts
-        for name in _OUTCOME_FIELDS:
-            setattr(self, name, getattr(job, name))
-        self.failed = self.error is not None
+
+class _Run:
+    """A run in a worker's hands: the job, its lease and the outcome."""
+
+    def __init__(self, jobid, token, task, attempts, outcome, seconds=None):
+        self.jobid = jobid
+        self.token = token
+        self.task = task
+        self.attempts = attempts
+        self.outcome = outcome
+        self.seconds = seconds
+        self.status = None      # once recorded
+        self.ended = time.monotonic()
 
 
 class SimpleProcessor:
@@ -155,20 +167,35 @@ class SimpleProcessor:
     the same job; default False: the oldest first).
 
     Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
-    0.05), the loop claims up to ``batch`` jobs (8) in one transaction,
+    0.05), the loop claims up to ``batch`` jobs (16) in one transaction,
     doubling from 1, and runs them one after the other; a slower job brings
-    it back to one. That saves a commit per job without holding jobs long.
-    A claimed job whose lease is half gone when its turn comes is heartbeat
-    first, and skipped if its lease was lost. The jobs of a batch count as
-    "in hand" when the loop is stopped.
+    it back to one. A claimed job whose lease is half gone when its turn
+    comes is heartbeat first, and skipped if its lease was lost. The jobs of
+    a batch count as "in hand" when the loop is stopped. When a claim of
+    fast jobs empties the queue, the loop waits ``linger`` seconds (0.02)
+    before it claims again, so that jobs added one by one meanwhile are
+    claimed together rather than each in a commit of its own.
+
+    Outcomes recorded together (``groupOutcomes``, default True): the loop
+    runs each task in a transaction of its own, but when the task left
+    nothing to commit (it wrote no object, joined no other data manager and
+    added no commit hook; what it told its job's log and progress is kept
+    apart), that transaction is aborted and the outcome waits, in memory,
+    to be recorded with the next claim, in one commit for a whole batch.
+    Outcomes wait at most ``settleWithin`` seconds (0.2) while more jobs of
+    the batch run, and are recorded when the loop ends. A worker killed
+    before that loses them: the leases expire and the jobs run again, as
+    they would if it were killed while they ran. Jobs that run at most once,
+    and tasks that write, commit their own run at once.
     """
 
     maxThreads = 1
 
     def __init__(self, db, servicePath, waitTime=1.0, clock=None, lease=None,
                  untilIdle=False, attempts=5, name=None,
-                 heartbeatInterval=None, transactionManager=None, batch=8,
-                 batchBelow=0.05, spread=False):
+                 heartbeatInterval=None, transactionManager=None, batch=16,
+                 batchBelow=0.05, spread=False, groupOutcomes=True,
+                 settleWithin=0.2, linger=0.02):
         self.db = db
         self.servicePath = splitPath(servicePath)
         self.waitTime = waitTime
@@ -186,9 +213,15 @@ class SimpleProcessor:
         self.batch = max(1, int(batch))
         self.batchBelow = batchBelow
         self.spread = spread
+        self.groupOutcomes = groupOutcomes
+        self.settleWithin = settleWithin
+        self.linger = linger
         self._batch = 1
-        self._lock = threading.Lock()
+        # Reentrant: `stop` may run in a signal handler of the loop's thread.
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
+        self._pending = []         # runs whose outcomes wait to be recorded
         self._stopRequested = False
         self._tokens = {}          # jobid -> lease token, claimed not run
         self._inHand = {}          # jobid -> [token, last heartbeat]
@@ -245,6 +278,8 @@ class SimpleProcessor:
         self._stopRequested = True
         self.running = False
         self._wake.set()
+        with self._changed:
+            self._changed.notify_all()
 
     def __call__(self):
         """The loop: claim and run jobs until stopped (or idle)."""
@@ -255,6 +290,7 @@ class SimpleProcessor:
         try:
             self._loop()
         finally:
+            self._settleAll()
             self.running = False
             self._stopRequested = True
             self._wake.set()
@@ -271,12 +307,23 @@ class SimpleProcessor:
                 continue
             failures = 0
             if claimed:
+                wanted = self._batch
                 for item in claimed:        # all of them are in hand
-                    self._runJob(*item)
+                    if self._settleDue():
+                        self._claim(0)
+                    self._runJob(*item, group=self.groupOutcomes)
+                if len(claimed) < wanted and self._batch > 1:
+                    self._linger()
             elif self.untilIdle and self.isIdle():
                 break
             else:
                 self._wake.wait(self.waitTime)
+
+    def _linger(self):
+        """The queue ran dry while jobs run fast: let the next ones gather
+        for ``linger`` seconds, to claim them in one batch."""
+        if self.linger:
+            self._wake.wait(self.linger)
 
     def _going(self):
         return self.running and not self._stopRequested
@@ -317,12 +364,15 @@ class SimpleProcessor:
     def _backoff(self, attempt):
         time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
 
-    def _claim(self, count, names=None):
-        """Claim up to ``count`` due jobs in one transaction.
+    def _claim(self, count):
+        """Record the outcomes waiting, and claim up to ``count`` due jobs,
+        in one transaction.
 
         Returns a list of (jobid, token, claimed at, lease expires), or None
         if the claim failed (it was logged).
         """
+        with self._lock:
+            pending = list(self._pending)
         last = None
         for attempt in range(self.attempts):
             try:
@@ -332,18 +382,16 @@ class SimpleProcessor:
                 return None
             try:
                 service = self.service(conn)
+                service.prefetch(run.jobid for run in pending)
+                dropped = self._recordAll(service, pending)
                 now = self.clock()
                 claimed = []
-                for n in range(count):
-                    worker = (names[n] if names else self._workerName())
-                    jobid = service.claimNextJob(now, worker=worker,
-                                                 lease=self.lease,
-                                                 spread=self.spread)
-                    if jobid is None:
-                        break
+                for jobid in service.claimJobs(now, count, self._workerName(),
+                                               self.lease, self.spread):
                     lease = service.jobs[jobid].lease
                     claimed.append((jobid, lease.token, now, lease.expires))
                 tm.commit()
+                self._settled(pending, dropped)
                 return claimed
             except TransientError as error:
                 tm.abort()
@@ -354,6 +402,16 @@ class SimpleProcessor:
                 self._backoff(attempt)
             except Exception:
                 tm.abort()
+                if pending:
+                    # Maybe an outcome that cannot be recorded: record each
+                    # on its own, then claim again.
+                    log.warning('recording %d outcomes with a claim failed; '
+                                'recording them one by one', len(pending),
+                                exc_info=True)
+                    conn.close()
+                    for run in pending:
+                        self._recordAlone(run)
+                    return self._claim(count)
                 log.exception('claiming jobs from /%s failed',
                               '/'.join(self.servicePath))
                 return None
@@ -365,6 +423,86 @@ class SimpleProcessor:
         log.debug('claiming from /%s gave up after %d conflicts: %s',
                  '/'.join(self.servicePath), self.attempts, last)
         return []
+
+    # -- outcomes waiting to be recorded --------------------------------------
+
+    def _recordAll(self, service, runs):
+        """Record the outcomes of ``runs``; return those whose lease is
+        gone (nothing is written for them)."""
+        dropped = []
+        for run in runs:
+            try:
+                service.recordOutcome(run.jobid, run.token, run.outcome)
+            except LeaseLost:
+                dropped.append(run)
+            else:
+                run.status = service.jobs[run.jobid].status
+        return dropped
+
+    def _settled(self, runs, dropped):
+        """``runs`` were committed (but ``dropped``): report them."""
+        if not runs:
+            return
+        with self._lock:
+            done = set(map(id, runs))
+            self._pending = [run for run in self._pending
+                             if id(run) not in done]
+        lost = set(map(id, dropped))
+        for run in runs:
+            if id(run) in lost:
+                log.info('dropped the outcome of job %s: its lease is gone',
+                         run.jobid)
+                run.status = None
+            self._report(run)
+
+    def _settleDue(self):
+        """Whether the oldest outcome waiting has waited long enough."""
+        with self._lock:
+            return bool(self._pending) and (
+                time.monotonic() - self._pending[0].ended
+                >= self.settleWithin)
+
+    def _settleAll(self):
+        """Record the outcomes waiting, trying a few times."""
+        for attempt in range(self.attempts):
+            with self._lock:
+                if not self._pending:
+                    return
+            if self._claim(0) is None:
+                break
+        with self._lock:
+            left, self._pending = self._pending, []
+        for run in left:
+            self._recordAlone(run)
+
+    def _recordAlone(self, run):
+        """Record one outcome in a transaction of its own; if that fails,
+        fail the job."""
+        def record(service):
+            return self._recordAll(service, [run])
+        try:
+            dropped = self._transact(record)
+        except Exception as error:
+            log.exception('recording the outcome of job %s failed',
+                          run.jobid)
+            failed = self._fail(run.jobid, run.token, '%s while recording '
+                                'the outcome: %s' % (type(error).__name__,
+                                                     error),
+                                traceback.format_exc())
+            run.status = None if failed is None else failed.status
+        else:
+            if dropped is _GAVE_UP:
+                log.error('could not record the outcome of job %s for '
+                          'conflicts; its lease will expire and it will '
+                          'run again', run.jobid)
+                run.status = None
+            elif dropped:
+                log.info('dropped the outcome of job %s: its lease is gone',
+                         run.jobid)
+                run.status = None
+        with self._lock:
+            self._pending = [p for p in self._pending if p is not run]
+        self._report(run)
 
     # -- running a claimed job ------------------------------------------------
 
@@ -411,12 +549,15 @@ class SimpleProcessor:
         with self._lock:
             self.conflicts[step] += 1
 
-    def _runJob(self, jobid, token, claimedAt=None, expires=None):
-        """Run a job claimed under ``token``; return its status or None.
+    def _runJob(self, jobid, token, claimedAt=None, expires=None,
+                group=False):
+        """Run a job claimed under ``token``; return its `_Run` or None.
 
         ``claimedAt`` and ``expires`` (clock times) say when the claim was
         made and when its lease ends: a job that waited in a batch until
-        half of its lease was gone is heartbeat before it runs.
+        half of its lease was gone is heartbeat before it runs. With
+        ``group``, an outcome with nothing else to commit waits to be
+        recorded with the next claim (``run.status`` is None until then).
         """
         if claimedAt is not None and expires is not None \
                 and self.clock() >= (claimedAt + expires) / 2:
@@ -432,12 +573,12 @@ class SimpleProcessor:
         with self._lock:
             self._inHand[jobid] = [token, started]
         try:
-            outcome = self._runAttempts(jobid, token, heartbeat)
+            run = self._runAttempts(jobid, token, heartbeat, group)
         except Exception:
             # The database is gone or broken: the lease will expire and the
             # job will be given back.
             log.exception('could not run job %s', jobid)
-            outcome = None
+            run = None
         finally:
             with self._lock:
                 self._inHand.pop(jobid, None)
@@ -446,20 +587,33 @@ class SimpleProcessor:
         with self._lock:
             self._batch = (min(self.batch, self._batch * 2)
                            if seconds < self.batchBelow else 1)
-        if outcome is None:
+        if run is None:
             with self._lock:
                 self.stats['lost'] += 1
             return None
-        with self._lock:
-            self.stats[outcome.status] += 1
-        jobLog.info('job %s %s %s in %.3fs (attempt %d)%s', jobid,
-                    outcome.task, outcome.status, seconds, outcome.attempts,
-                    ': ' + outcome.error if outcome.failed else '')
-        return outcome.status
+        run.seconds = seconds
+        if run.status is None:
+            with self._changed:
+                self._pending.append(run)
+                self._changed.notify_all()
+        else:
+            self._report(run)
+        return run
 
-    def _runAttempts(self, jobid, token, heartbeat):
+    def _report(self, run):
+        """Count a recorded run and log its line (or its loss)."""
+        with self._lock:
+            self.stats[run.status or 'lost'] += 1
+        if run.status is None:
+            return
+        outcome = run.outcome
+        jobLog.info('job %s %s %s in %.3fs (attempt %d)%s', run.jobid,
+                    run.task, run.status, run.seconds or 0.0, run.attempts,
+                    ': ' + outcome.error if outcome.failed else '')
+
+    def _runAttempts(self, jobid, token, heartbeat, group=False):
         rerun = True
-        outcome = None
+        run = None
         last = None
         for attempt in range(self.attempts):
             conn, tm = self._open()
@@ -467,23 +621,27 @@ class SimpleProcessor:
             try:
                 service = self.service(conn)
                 if rerun:
-                    now = self.clock()
-                    service.processNext(now, jobid, token=token,
-                                        heartbeat=heartbeat)
+                    outcome = service.runClaimed(jobid, token, self.clock(),
+                                                 heartbeat)
                     job = service.jobs[jobid]
-                    outcome = _Outcome(job)
-                    # Anything written beyond what recording the outcome
-                    # writes is the task's own work.
-                    rerun = bool(_writtenOids(conn)
-                                 - service.outcomeFootprint(jobid))
-                    if tm.get() is not txn:
+                    run = _Run(jobid, token, job.task, job.attempts, outcome)
+                    replaced = tm.get() is not txn
+                    # Anything written beyond the job is the task's work.
+                    rerun = replaced or _leftWork(conn, txn, job._p_oid)
+                    if group and not rerun and not job.atMostOnce \
+                            and not txn.isDoomed():
+                        tm.abort()
+                        return run      # to be recorded with the next claim
+                    if replaced:
                         # The task committed or aborted: the lease was
                         # checked in a transaction that is gone.
                         self._checkLease(jobid, token)
-                else:
-                    self._record(service, jobid, token, outcome)
+                        rerun = _leftWork(conn, tm.get(), job._p_oid)
+                service.recordOutcome(jobid, token, run.outcome)
+                status = service.jobs[jobid].status
                 tm.commit()
-                return outcome
+                run.status = status
+                return run
             except LeaseLost as error:
                 tm.abort()
                 log.info('dropped the run of job %s: %s', jobid, error)
@@ -528,13 +686,6 @@ class SimpleProcessor:
             tm.abort()
             conn.close()
 
-    def _record(self, service, jobid, token, outcome):
-        """Record ``outcome`` again, without running the task."""
-        service.recordOutcome(
-            jobid, token, outcome.completed, outcome.failed,
-            **{name: getattr(outcome, name) for name in _OUTCOME_FIELDS
-               if name != 'completed'})
-
     def _transact(self, func, step=None):
         """Call ``func(service)`` in a transaction and commit it.
 
@@ -560,25 +711,27 @@ class SimpleProcessor:
         return _GAVE_UP
 
     def _fail(self, jobid, token, message, tb=None):
-        """Fail the job in a fresh transaction; return the outcome or None."""
+        """Fail the job in a fresh transaction; return its `_Run` or None."""
         def record(service):
             job = service.jobs[jobid]
             service.checkLease(jobid, token)
             appendLog(job, tb or message)
-            service.recordOutcome(jobid, token, self.clock(), True,
-                                  error=message, traceback=tb)
-            return _Outcome(job)
+            outcome = Outcome(job, self.clock(), failure=(message, tb))
+            service.recordOutcome(jobid, token, outcome)
+            run = _Run(jobid, token, job.task, job.attempts, outcome)
+            run.status = job.status
+            return run
         try:
-            outcome = self._transact(record)
+            run = self._transact(record)
         except LeaseLost as error:
             log.info('dropped the run of job %s: %s', jobid, error)
             return None
-        if outcome is _GAVE_UP:
+        if run is _GAVE_UP:
             log.error('could not record the failure of job %s (%s); its '
                       'lease will expire and the service will recover it',
                       jobid, message)
             return None
-        return outcome
+        return run
 
     def _unleased(self, jobid):
         """Run a job by id in one transaction, as the service itself does."""
@@ -631,7 +784,7 @@ class MultiProcessor(SimpleProcessor):
                              % (maxThreads,))
         self.maxThreads = maxThreads
         self._busy = 0
-        self._idleChanged = threading.Condition(self._lock)
+        self._idleChanged = self._changed
 
     @property
     def threadsBusy(self):
@@ -659,9 +812,7 @@ class MultiProcessor(SimpleProcessor):
                     free = room - self._busy
                 if not self._going():
                     break
-                claimed = self._claim(free, [
-                    self._workerName(names[n % len(names)])
-                    for n in range(free)])
+                claimed = self._claim(free)
                 if claimed is None:
                     failures += 1
                     self._pause(failures)
@@ -672,12 +823,18 @@ class MultiProcessor(SimpleProcessor):
                         self._busy += len(claimed)
                     for item in claimed:
                         work.put(item)
+                    if len(claimed) < free and self._batch > 1:
+                        self._linger()
                     continue
                 with self._idleChanged:
                     busy = self._busy
-                if self.untilIdle and busy == 0 and self.isIdle():
+                if self.untilIdle and busy == 0 and not self._pending \
+                        and self.isIdle():
                     break
-                self._wake.wait(self.waitTime)
+                with self._idleChanged:
+                    # A thread with an outcome to record wakes the loop.
+                    if not self._pending and self._going():
+                        self._idleChanged.wait(self.waitTime)
         except BaseException:
             # Interrupted: do not wait for the jobs in hand.
             for thread in pool:
@@ -695,7 +852,7 @@ class MultiProcessor(SimpleProcessor):
             if item is None:
                 return
             try:
-                self._runJob(*item)
+                self._runJob(*item, group=self.groupOutcomes)
             except BaseException:
                 log.exception('running job %s failed', item[0])
             finally:

@@ -21,8 +21,10 @@ BTree (see `zodbtasks._trees` for why splits matter):
     LLBTree, random key -> job id: delayed and cron jobs whose first due time
     is fixed at the next tick (the reference package's behaviour).
 ``_leases``
-    LLBTree, expiry key -> job id: the claims of workers, so that a job whose
-    worker died is found when its lease runs out.
+    16 LLBTrees, expiry key -> job id: the claims of workers, so that a job
+    whose worker died is found when its lease runs out. The lowest bits of
+    a key name its tree; a claim puts all its leases in one tree, so that
+    workers claiming at once rarely write the same bucket.
 ``_finished``
     OOBTree, status -> set of ids (16 LLTreeSets): finished jobs, so that
     ``clean`` costs what it removes.
@@ -37,7 +39,9 @@ when its run starts, and a lease's index entry is left behind to be dropped
 by a later claim. Workers that run tasks concurrently therefore rarely
 conflict, and a conflict never forces a task to run twice for bookkeeping.
 """
+import heapq
 import importlib
+import itertools
 import math
 import pickle
 import random
@@ -83,6 +87,9 @@ PURGE_PER_CLAIM = 100
 
 _LOW_BITS = 20
 _LOW_MASK = (1 << _LOW_BITS) - 1
+_LEASE_SHARD_BITS = 4
+_LEASE_SHARDS = 1 << _LEASE_SHARD_BITS
+_LEASE_SHARD_MASK = _LEASE_SHARDS - 1
 _LANE_BITS = 4
 _LANES = 1 << _LANE_BITS
 _LANE_SHIFT = 59          # 4 lane bits above a 59-bit order key
@@ -144,7 +151,7 @@ class TaskService(persistent.Persistent):
         self._queue = tuple(LLBTree() for _ in range(_LANES))
         self._scheduled = LLBTree()
         self._unplaced = LLBTree()
-        self._leases = LLBTree()
+        self._leases = tuple(LLBTree() for _ in range(_LEASE_SHARDS))
         self._expiry = LLBTree()
         self._finished = OOBTree()
         for status in interfaces.FINISHED:
@@ -318,9 +325,11 @@ class TaskService(persistent.Persistent):
                     best, bestOrder = (lane, key), key & _ORDER_MASK
         return best
 
-    def _laneHead(self):
-        """The head of a random non-empty lane, as `_queueHead`, or None."""
-        start = random.getrandbits(_LANE_BITS)
+    def _laneHead(self, start=None):
+        """The head of the first non-empty lane from ``start`` (default: a
+        random lane) on, as `_queueHead`, or None."""
+        if start is None:
+            start = random.getrandbits(_LANE_BITS)
         for n in range(_LANES):
             lane = self._queue[(start + n) % _LANES]
             if lane:
@@ -623,7 +632,8 @@ class TaskService(persistent.Persistent):
         run's transaction does not write the shared index); such entries are
         skipped here and dropped by the next claim after they expire.
         """
-        for key, jobid in self._leases.items(max=max):
+        for key, jobid in heapq.merge(*[tree.items(max=max)
+                                        for tree in self._leases]):
             job = self.jobs.get(jobid)
             if job is not None and job.status == interfaces.PROCESSING \
                     and job.lease is not None and job.lease.key == key:
@@ -643,19 +653,88 @@ class TaskService(persistent.Persistent):
         same moment then rarely want the same job, at the price of a queue
         that is only roughly first in, first out.
         """
+        return self._claimNext(self._now(now), worker, _leaseSeconds(lease),
+                               spread)
+
+    def claimJobs(self, now=None, count=1, worker=None, lease=None,
+                  spread=False):
+        """Claim up to ``count`` due jobs for ``worker``; a list of their ids.
+
+        As ``count`` calls of `claimNextJob`, but with ``spread`` the queued
+        jobs come from one random lane, in order, until it is empty, then
+        from the next: workers claiming batches at the same moment then
+        rarely touch the same lane.
+        """
         now = self._now(now)
-        if lease is not None:
-            checkTime(lease, 'lease')
-            if lease <= 0:
-                raise ValueError('lease must be a positive number of '
-                                 'seconds, got %r' % (lease,))
-        job = self._claim(now, spread)
+        lease = _leaseSeconds(lease)
+        if not isinstance(count, int) or count < 0:
+            raise ValueError('count must be an int of 0 or more, not %r'
+                             % (count,))
+        lane = random.getrandbits(_LANE_BITS) if spread else None
+        shard = random.getrandbits(_LEASE_SHARD_BITS)
+        if count > 1:
+            self._prefetchQueue(count, lane)
+        claimed = []
+        for _ in range(count):
+            jobid = self._claimNext(now, worker, lease, spread, lane, shard)
+            if jobid is None:
+                break
+            claimed.append(jobid)
+        return claimed
+
+    def _claimNext(self, now, worker, lease, spread, lane=None, shard=None):
+        job = self._claim(now, spread, lane)
         if job is None:
             return None
         seconds = lease or job.leaseSeconds or self.leaseSeconds
         job.lease = Lease(random.getrandbits(63), worker, now + seconds)
-        self._indexLease(job.lease, job.id)
+        self._indexLease(job.lease, job.id, shard)
         return job.id
+
+    def prefetch(self, jobids):
+        """Ask the storage to load the jobs ``jobids`` and the trees that
+        hold them, as recording their outcomes will read them.
+
+        With a storage that loads over the network (ZEO, RelStorage) this
+        turns one round trip per object into one per level of the trees;
+        elsewhere it does nothing. Nothing is changed.
+        """
+        jar = self._p_jar
+        if jar is None or not hasattr(jar, 'prefetch'):
+            return
+        ids = list(jobids)
+        if not ids:
+            return
+        shards = self.jobs._shards
+        shift = self.jobs._shift
+        _prefetch(jar, {id(shard): shard for shard in
+                        (shards[jobid >> shift] for jobid in ids)}.values())
+        _prefetch(jar, [job for job in map(self.jobs.get, ids)
+                        if job is not None])
+
+    def _prefetchQueue(self, count, lane=None):
+        """Prefetch what claiming ``count`` queued jobs will read: the
+        oldest, or with ``lane`` those from that lane on."""
+        jar = self._p_jar
+        if jar is None or not hasattr(jar, 'prefetch') or count < 1:
+            return
+        _prefetch(jar, (self._scheduled, self._unplaced, self._expiry)
+                  + self._leases + self._queue)
+        if lane is None:
+            _prefetch(jar, [_firstBucket(tree) for tree in self._queue])
+            heads = heapq.nsmallest(count, itertools.chain.from_iterable(
+                itertools.islice(tree.items(), count)
+                for tree in self._queue),
+                key=lambda item: item[0] & _ORDER_MASK)
+        else:
+            heads = []
+            for n in range(_LANES):
+                tree = self._queue[(lane + n) % _LANES]
+                heads.extend(itertools.islice(tree.items(),
+                                              count - len(heads)))
+                if len(heads) >= count:
+                    break
+        self.prefetch(jobid for _, jobid in heads)
 
     def heartbeat(self, jobid, token, now=None, seconds=None):
         """Extend the lease ``token`` on job ``jobid``; return its new end.
@@ -666,9 +745,10 @@ class TaskService(persistent.Persistent):
         job = self._job(jobid)
         lease = self._checkLease(job, token)
         seconds = seconds or job.leaseSeconds or self.leaseSeconds
-        del self._leases[lease.key]
+        shard = lease.key & _LEASE_SHARD_MASK
+        del self._leases[shard][lease.key]
         lease.expires = now + seconds
-        self._indexLease(lease, jobid)
+        self._indexLease(lease, jobid, shard)
         return lease.expires
 
     def checkLease(self, jobid, token):
@@ -676,20 +756,18 @@ class TaskService(persistent.Persistent):
         the job is no longer held under it."""
         return self._checkLease(self._job(jobid), token)
 
-    def recordOutcome(self, jobid, token, now, failed, **fields):
-        """Record the outcome of a run of a job held under ``token``.
+    def recordOutcome(self, jobid, token, outcome):
+        """Record the `Outcome` of a run of a job still held under ``token``.
 
-        For a worker that ran the task in a transaction that could not be
-        committed: it writes the fields it kept (``output``, ``error``,
-        ``traceback``, ``log``, ...) and ends the run as the run itself
-        would have. Raises `LeaseLost` if the lease is gone.
+        For a worker that ran the task with `runClaimed`, or whose run's
+        transaction could not be committed: the job ends the run as
+        `processNext` would have ended it. Raises `LeaseLost`, having
+        written nothing, if the lease is gone.
         """
         job = self._job(jobid)
         self._checkLease(job, token)
-        for name, value in fields.items():
-            setattr(job, name, value)
-        job.completed = now
-        self._endRun(job, now, failed=failed)
+        job.log, job.progress = outcome.log, outcome.progress
+        self._conclude(job, outcome)
 
     def outcomeFootprint(self, jobid):
         """The oids that recording the outcome of job ``jobid`` writes.
@@ -711,15 +789,24 @@ class TaskService(persistent.Persistent):
                             '%r)' % (job.id, token, job.status))
         return lease
 
-    def _indexLease(self, lease, jobid):
-        key = _timeKey(lease.expires) | random.getrandbits(_LOW_BITS)
-        while not self._leases.insert(key, jobid):
-            key = _timeKey(lease.expires) | random.getrandbits(_LOW_BITS)
+    def _indexLease(self, lease, jobid, shard=None):
+        if shard is None:
+            shard = random.getrandbits(_LEASE_SHARD_BITS)
+        tree = self._leases[shard]
+        while True:
+            key = (_timeKey(lease.expires) | shard
+                   | random.getrandbits(_LOW_BITS) & ~_LEASE_SHARD_MASK)
+            if tree.insert(key, jobid):
+                break
         lease.key = key
 
     def _recoverExpired(self, now):
         """Give back the jobs whose worker let its lease expire."""
-        leases = self._leases
+        for leases in self._leases:
+            if leases:
+                self._recoverExpiredIn(leases, now)
+
+    def _recoverExpiredIn(self, leases, now):
         limit = _timeKey(now) | _LOW_MASK
         while leases and leases.minKey() <= limit:
             key = leases.minKey()
@@ -769,14 +856,13 @@ class TaskService(persistent.Persistent):
         self._layout = LAYOUT
         return True
 
-    def _claim(self, now, spread=False):
+    def _claim(self, now, spread=False, lane=None):
         self._current(now)
         if self.paused:
             return None
         if self._unplaced:
             self._placeNewJobs(now)
-        if self._leases:
-            self._recoverExpired(now)
+        self._recoverExpired(now)
         if self._expiry:
             self.purgeExpired(now, limit=PURGE_PER_CLAIM)
         scheduled = self._scheduled
@@ -793,7 +879,7 @@ class TaskService(persistent.Persistent):
                 if run:
                     self._startRun(job, now, job.scheduledFor, following)
                     return job
-        head = self._laneHead() if spread else self._queueHead()
+        head = self._laneHead(lane) if spread else self._queueHead()
         if head is None:
             return None
         lane, key = head
@@ -930,10 +1016,27 @@ class TaskService(persistent.Persistent):
 
     def _run(self, job, now, heartbeat=None):
         """Run a claimed job and record its outcome."""
+        outcome = self._execute(job, now, heartbeat)
+        self._conclude(job, outcome)
+
+    def runClaimed(self, jobid, token, now=None, heartbeat=None):
+        """Run the task of a job held under ``token``; record nothing.
+
+        Returns the run's `Outcome`, for `recordOutcome` in this transaction
+        or a later one. Whatever the task changed stays in the transaction
+        (a failed task's changes are rolled back); the job itself is changed
+        only by what the task told it through its context (log, progress),
+        and a failure's traceback added to the log.
+        """
+        now = self._now(now)
+        job = self._job(jobid)
+        self._checkLease(job, token)
+        return self._execute(job, now, heartbeat)
+
+    def _execute(self, job, now, heartbeat=None):
         task, missing = self._findTask(job)
         savepoint = self._transaction().savepoint(optimistic=True)
-        failure = retryDelay = None
-        retry = True
+        output = failure = retryDelay = None
         if task is None:
             failure = (missing, None)
         else:
@@ -957,13 +1060,16 @@ class TaskService(persistent.Persistent):
             savepoint.rollback()
             job.log, job.progress = told
             appendLog(job, failure[1] or failure[0])
-        job.completed = now
-        if failure is None:
-            job.output = output
-            job.error = job.traceback = None
-        else:
-            job.error, job.traceback = failure
-        self._endRun(job, now, failure is not None, retry, retryDelay)
+            output = None
+        return Outcome(job, now, output, failure, retryDelay)
+
+    def _conclude(self, job, outcome):
+        job.completed = outcome.completed
+        if not outcome.failed:
+            job.output = outcome.output   # a failed run keeps the last one
+        job.error, job.traceback = outcome.error, outcome.traceback
+        self._endRun(job, outcome.completed, outcome.failed,
+                     retryDelay=outcome.retryDelay)
 
     def _endRun(self, job, now, failed, retry=True, retryDelay=None):
         job.lease = None   # its index entry is dropped when it comes due
@@ -1017,6 +1123,52 @@ class TaskService(persistent.Persistent):
         job.retried += 1
         _notify(events.JobRetried, self, job, now, error=job.error, due=due)
         return True
+
+
+@implementer(interfaces.IOutcome)
+class Outcome:
+    """What a run of a job came to, before it is recorded on the job."""
+
+    def __init__(self, job, completed, output=None, failure=None,
+                 retryDelay=None):
+        self.jobid = job.id
+        self.completed = completed
+        self.output = output
+        self.failed = failure is not None
+        self.error, self.traceback = failure or (None, None)
+        self.retryDelay = retryDelay
+        self.log = job.log
+        self.progress = job.progress
+
+    def __repr__(self):
+        return '<Outcome of job %s: %s>' % (
+            self.jobid, 'failed: %s' % self.error if self.failed else 'ok')
+
+
+def _leaseSeconds(lease):
+    """``lease`` (seconds) if it is None or a positive number."""
+    if lease is not None:
+        checkTime(lease, 'lease')
+        if lease <= 0:
+            raise ValueError('lease must be a positive number of '
+                             'seconds, got %r' % (lease,))
+    return lease
+
+
+def _prefetch(jar, objects):
+    ghosts = [ob for ob in objects
+              if ob is not None and ob._p_changed is None and ob._p_oid]
+    if ghosts:
+        jar.prefetch(ghosts)
+
+
+def _firstBucket(tree):
+    """The first bucket of a BTree of more than one bucket, else None."""
+    tree._p_activate()
+    state = tree.__getstate__()
+    if state and len(state) == 2:
+        return state[1]
+    return None
 
 
 class _InputTask:

@@ -184,6 +184,7 @@ def test_claim_jobs_takes_a_batch_oldest_first(service, tasks):
 def test_a_spread_batch_comes_from_one_lane_while_it_lasts(service, tasks):
     import random
     from zodbtasks.service import _LANE_SHIFT
+    from zodbtasks.service import _laneFirst
     random.seed(11)
     ids = [service.add('echo', n, now=0) for n in range(300)]
     lane = {i: service.jobs[i]._indexKey >> _LANE_SHIFT for i in ids}
@@ -196,8 +197,8 @@ def test_a_spread_batch_comes_from_one_lane_while_it_lasts(service, tasks):
         # Each lane's jobs in one run, and a lane is left only when empty.
         changes = sum(a != b for a, b in zip(lanes, lanes[1:]))
         assert changes == len(set(lanes)) - 1
-        assert all(not service._queue[n] for n in lanes[:-1]
-                   if n != lanes[-1])
+        assert all(_laneFirst(service._queue[n], n) is None
+                   for n in lanes[:-1] if n != lanes[-1])
         claimed.extend(batch)
     assert sorted(claimed) == sorted(ids)
     for n in set(lane.values()):

@@ -186,9 +186,8 @@ class ServiceMachine(RuleBasedStateMachine):
     def no_job_is_lost_and_each_is_in_one_place(self):
         service = self.service
         places = {}
-        for lane in service._queue:
-            for jobid in lane.values():
-                places.setdefault(jobid, []).append('queue')
+        for _, jobid in service._queued():
+            places.setdefault(jobid, []).append('queue')
         for name in ('_scheduled', '_unplaced'):
             for jobid in getattr(service, name).values():
                 places.setdefault(jobid, []).append(name)

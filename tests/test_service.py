@@ -342,6 +342,47 @@ def test_jobs_and_schedules_survive_a_round_trip_through_the_database(db):
         assert pickle.loads(pickle.dumps(service.jobs[cron].input)) == 'c'
 
 
+def test_claiming_the_head_of_a_short_lane_and_adding_to_it_do_not_conflict(
+        tmp_path, tasks):
+    """A worker taking the only job of a lane while the application adds
+    another to the same lane: both commit (BTrees would refuse to merge the
+    two if the claim removed the first key of the lane's bucket)."""
+    from zodbtasks.service import _LANE_SHIFT
+    random.seed(1)                    # lanes are random; repeatable runs
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+        service.leaseSeconds = 3600   # no lease runs out in this test
+    tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
+    c1, c2 = db.open(tm1), db.open(tm2)
+    sameLane = 0
+    for n in range(100):
+        tm1.begin()
+        jobid = c1.root()['tasks'].add('echo', n, now=n)
+        tm1.commit()
+        tm1.begin()
+        tm2.begin()
+        s1, s2 = c1.root()['tasks'], c2.root()['tasks']
+        lane = s1.jobs[jobid]._indexKey >> _LANE_SHIFT
+        assert s1.claimNextJob(now=n, worker='w') == jobid
+        added = s2.add('echo', -n, now=n)
+        sameLane += s2.jobs[added]._indexKey >> _LANE_SHIFT == lane
+        tm1.commit()
+        tm2.commit()                  # would raise ConflictError
+        tm1.begin()
+        assert c1.root()['tasks'].claimNextJob(now=n, worker='w') == added
+        tm1.commit()
+    c1.close()
+    c2.close()
+    assert sameLane >= 3              # the case in point happened
+    with db.transaction() as conn:
+        service = conn.root()['tasks']
+        assert len(service.jobs) == 200
+        assert {service.getStatus(i) for i in service.jobs} == {'processing'}
+        assert service.claimNextJob(now=100) is None
+    db.close()
+
+
 def test_two_connections_adding_jobs_at_once_do_not_conflict(tmp_path, tasks):
     # FileStorage, unlike MappingStorage, resolves conflicts in BTree buckets
     # as a production storage does.

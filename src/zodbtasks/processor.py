@@ -167,7 +167,7 @@ class SimpleProcessor:
     the same job; default False: the oldest first).
 
     Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
-    0.05), the loop claims up to ``batch`` jobs (16) in one transaction,
+    0.01), the loop claims up to ``batch`` jobs (64) in one transaction,
     doubling from 1, and runs them one after the other; a slower job brings
     it back to one. A claimed job whose lease is half gone when its turn
     comes is heartbeat first, and skipped if its lease was lost. The jobs of
@@ -193,8 +193,8 @@ class SimpleProcessor:
 
     def __init__(self, db, servicePath, waitTime=1.0, clock=None, lease=None,
                  untilIdle=False, attempts=5, name=None,
-                 heartbeatInterval=None, transactionManager=None, batch=16,
-                 batchBelow=0.05, spread=False, groupOutcomes=True,
+                 heartbeatInterval=None, transactionManager=None, batch=64,
+                 batchBelow=0.01, spread=False, groupOutcomes=True,
                  settleWithin=0.2, linger=0.02):
         self.db = db
         self.servicePath = splitPath(servicePath)
@@ -432,7 +432,8 @@ class SimpleProcessor:
         dropped = []
         for run in runs:
             try:
-                service.recordOutcome(run.jobid, run.token, run.outcome)
+                service.recordOutcome(run.jobid, run.token, run.outcome,
+                                      release=True)
             except LeaseLost:
                 dropped.append(run)
             else:

@@ -12,7 +12,9 @@ BTree (see `zodbtasks._trees` for why splits matter):
     possible, oldest first. Each job goes to a random lane; its key holds the
     lane in its top bits and below them an order key that grows with the
     time the job was added. The oldest job is the smallest order key among
-    the lane heads.
+    the lane heads. Each lane's smallest key is a placeholder that stays:
+    BTrees cannot merge a change to a bucket's first key with another
+    change to the bucket, and a claim would make that change.
 ``_scheduled``
     LLBTree, due key -> job id: jobs waiting for a time (delayed, cron,
     retrying), in milliseconds, with 20 random low bits that keep keys
@@ -23,8 +25,8 @@ BTree (see `zodbtasks._trees` for why splits matter):
 ``_leases``
     16 LLBTrees, expiry key -> job id: the claims of workers, so that a job
     whose worker died is found when its lease runs out. The lowest bits of
-    a key name its tree; a claim puts all its leases in one tree, so that
-    workers claiming at once rarely write the same bucket.
+    a key name its tree, which the worker's name chooses: a worker's claims
+    write one tree, and workers claiming at once rarely write the same one.
 ``_finished``
     OOBTree, status -> set of ids (16 LLTreeSets): finished jobs, so that
     ``clean`` costs what it removes.
@@ -47,6 +49,7 @@ import pickle
 import random
 import time
 import traceback
+import zlib
 
 import persistent
 import transaction
@@ -96,6 +99,7 @@ _LANE_SHIFT = 59          # 4 lane bits above a 59-bit order key
 _ORDER_SHIFT = 12         # order keys: milliseconds, 4096 per millisecond
 _MAX_KEY = 2 ** 63 - 1
 _ORDER_MASK = (1 << _LANE_SHIFT) - 1
+_PLACEHOLDER = -1         # the value of each lane's first key, never a job
 _QUEUE, _SCHEDULED, _UNPLACED = '_queue', '_scheduled', '_unplaced'
 
 #: Marks a value not worked out yet.
@@ -148,7 +152,7 @@ class TaskService(persistent.Persistent):
     def __init__(self):
         self._layout = LAYOUT
         self.jobs = ShardedMapping()
-        self._queue = tuple(LLBTree() for _ in range(_LANES))
+        self._queue = tuple(_newLane(n) for n in range(_LANES))
         self._scheduled = LLBTree()
         self._unplaced = LLBTree()
         self._leases = tuple(LLBTree() for _ in range(_LEASE_SHARDS))
@@ -318,12 +322,17 @@ class TaskService(persistent.Persistent):
     def _queueHead(self):
         """The oldest queued job's lane and key, or None."""
         best = bestOrder = None
-        for lane in self._queue:
-            if lane:
-                key = lane.minKey()
-                if bestOrder is None or key & _ORDER_MASK < bestOrder:
-                    best, bestOrder = (lane, key), key & _ORDER_MASK
+        for n, lane in enumerate(self._queue):
+            key = _laneFirst(lane, n)
+            if key is not None and (bestOrder is None
+                                    or key & _ORDER_MASK < bestOrder):
+                best, bestOrder = (lane, key), key & _ORDER_MASK
         return best
+
+    def _queued(self):
+        """(key, job id) of the queued jobs, lane by lane."""
+        for n, lane in enumerate(self._queue):
+            yield from _laneItems(lane, n)
 
     def _laneHead(self, start=None):
         """The head of the first non-empty lane from ``start`` (default: a
@@ -331,9 +340,10 @@ class TaskService(persistent.Persistent):
         if start is None:
             start = random.getrandbits(_LANE_BITS)
         for n in range(_LANES):
-            lane = self._queue[(start + n) % _LANES]
-            if lane:
-                return lane, lane.minKey()
+            index = (start + n) % _LANES
+            key = _laneFirst(self._queue[index], index)
+            if key is not None:
+                return self._queue[index], key
         return None
 
     def _schedule(self, job, due, why=_REGULAR):
@@ -612,7 +622,7 @@ class TaskService(persistent.Persistent):
             return True     # the claim that follows upgrades the data
         if self.paused:
             return False
-        if any(self._queue):
+        if self._queueHead() is not None:
             return True
         limit = _timeKey(now) | _LOW_MASK
         if self._scheduled and self._scheduled.minKey() <= limit:
@@ -654,7 +664,7 @@ class TaskService(persistent.Persistent):
         that is only roughly first in, first out.
         """
         return self._claimNext(self._now(now), worker, _leaseSeconds(lease),
-                               spread)
+                               spread, shard=_leaseShard(worker))
 
     def claimJobs(self, now=None, count=1, worker=None, lease=None,
                   spread=False):
@@ -671,7 +681,7 @@ class TaskService(persistent.Persistent):
             raise ValueError('count must be an int of 0 or more, not %r'
                              % (count,))
         lane = random.getrandbits(_LANE_BITS) if spread else None
-        shard = random.getrandbits(_LEASE_SHARD_BITS)
+        shard = _leaseShard(worker)
         if count > 1:
             self._prefetchQueue(count, lane)
         claimed = []
@@ -723,15 +733,16 @@ class TaskService(persistent.Persistent):
         if lane is None:
             _prefetch(jar, [_firstBucket(tree) for tree in self._queue])
             heads = heapq.nsmallest(count, itertools.chain.from_iterable(
-                itertools.islice(tree.items(), count)
-                for tree in self._queue),
+                itertools.islice(_laneItems(tree, n), count)
+                for n, tree in enumerate(self._queue)),
                 key=lambda item: item[0] & _ORDER_MASK)
         else:
             heads = []
             for n in range(_LANES):
-                tree = self._queue[(lane + n) % _LANES]
-                heads.extend(itertools.islice(tree.items(),
-                                              count - len(heads)))
+                index = (lane + n) % _LANES
+                heads.extend(itertools.islice(
+                    _laneItems(self._queue[index], index),
+                    count - len(heads)))
                 if len(heads) >= count:
                     break
         self.prefetch(jobid for _, jobid in heads)
@@ -756,16 +767,23 @@ class TaskService(persistent.Persistent):
         the job is no longer held under it."""
         return self._checkLease(self._job(jobid), token)
 
-    def recordOutcome(self, jobid, token, outcome):
+    def recordOutcome(self, jobid, token, outcome, release=False):
         """Record the `Outcome` of a run of a job still held under ``token``.
 
         For a worker that ran the task with `runClaimed`, or whose run's
         transaction could not be committed: the job ends the run as
         `processNext` would have ended it. Raises `LeaseLost`, having
         written nothing, if the lease is gone.
+
+        With ``release`` the lease's entry in the lease index goes too. That
+        writes a tree that the worker's claims write: do it in a claim's
+        transaction, not in a run's (where the entry is left to be dropped
+        by a claim after it expires).
         """
         job = self._job(jobid)
-        self._checkLease(job, token)
+        lease = self._checkLease(job, token)
+        if release:
+            self._leases[lease.key & _LEASE_SHARD_MASK].pop(lease.key, None)
         job.log, job.progress = outcome.log, outcome.progress
         self._conclude(job, outcome)
 
@@ -1143,6 +1161,41 @@ class Outcome:
     def __repr__(self):
         return '<Outcome of job %s: %s>' % (
             self.jobid, 'failed: %s' % self.error if self.failed else 'ok')
+
+
+def _newLane(n):
+    """Lane ``n`` of the queue, with its placeholder.
+
+    BTrees cannot resolve a conflict in which one transaction removes the
+    first key of a bucket: a worker taking the head of a short lane would
+    conflict with every add to that lane at the same moment. So each lane
+    keeps a placeholder as its smallest key, which is never removed.
+    """
+    lane = LLBTree()
+    lane[n << _LANE_SHIFT] = _PLACEHOLDER
+    return lane
+
+
+def _laneItems(lane, n):
+    """(key, job id) of the jobs in lane ``n``, oldest first."""
+    return lane.items(min=n << _LANE_SHIFT, excludemin=True)
+
+
+def _laneFirst(lane, n):
+    """The key of the oldest job in lane ``n``, or None."""
+    try:
+        return lane.minKey((n << _LANE_SHIFT) + 1)
+    except ValueError:
+        return None
+
+
+def _leaseShard(worker):
+    """The tree of the lease index for ``worker``'s leases: the same for a
+    worker's claims, so that a claim that also releases the leases of the
+    runs before it writes one tree; random for an unnamed worker."""
+    if worker is None:
+        return random.getrandbits(_LEASE_SHARD_BITS)
+    return zlib.crc32(str(worker).encode('utf-8')) & _LEASE_SHARD_MASK
 
 
 def _leaseSeconds(lease):

@@ -143,9 +143,25 @@ def enqueueAndWait(db, jobs, timeout):
     return enqueued, time.perf_counter() - start
 
 
-def waitForCount(count, jobs, timeout):
+def cpuSeconds(pid):
+    """User and system CPU seconds of process ``pid`` so far (Linux)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+#: Cores kept busy by each process while the last ZEO drain ran, by label.
+BUSY = {}
+
+
+def waitForCount(count, jobs, timeout, pids=None, label=None):
     """Poll ``count()`` until it reaches ``jobs``; return the rate from the
-    first completion seen to the last (jobs/s)."""
+    first completion seen to the last (jobs/s). With ``pids`` (label ->
+    pid), note in `BUSY` how many cores each process kept busy meanwhile.
+    """
     deadline = time.monotonic() + timeout
     first = None
     while True:
@@ -153,6 +169,7 @@ def waitForCount(count, jobs, timeout):
         now = time.perf_counter()
         if first is None and done:
             first = (now, done)
+            before = {k: cpuSeconds(p) for k, p in (pids or {}).items()}
         if done >= jobs:
             break
         if time.monotonic() > deadline:
@@ -161,6 +178,10 @@ def waitForCount(count, jobs, timeout):
         # Not more often: the polls take CPU from the workers.
         time.sleep(0.05)
     elapsed = now - first[0]
+    if pids and elapsed > 0:
+        after = {k: cpuSeconds(p) for k, p in pids.items()}
+        if None not in after.values() and None not in before.values():
+            BUSY[label] = {k: (after[k] - before[k]) / elapsed for k in pids}
     return (jobs - first[1]) / elapsed if elapsed > 0 else float('inf')
 
 
@@ -225,8 +246,12 @@ def benchZEO(workdir, jobs, processes, poll, timeout):
                                       '--tasks', 'bench_workers',
                                       '--poll', str(poll), '--spread')
                     if drain:
+                        pids = {'server': server.process.pid}
+                        pids.update(('worker %d' % n, p.pid) for n, p in
+                                    enumerate(workers.processes, 1))
                         results.append(waitForCount(
-                            lambda: completedCount(db), jobs, timeout))
+                            lambda: completedCount(db), jobs, timeout, pids,
+                            processes))
                     else:
                         # Ready when each worker says it runs.
                         waitUntil(lambda: all(
@@ -379,6 +404,15 @@ def main(argv=None):
                         for i, (cell, w) in enumerate(zip(row, widths))))
         if n == 0:
             print('  '.join('-' * w for w in widths))
+    if BUSY:
+        print()
+        print('Cores busy while ZEO workers drained the backlog (of %d):'
+              % os.cpu_count())
+        for processes, busy in sorted(BUSY.items()):
+            print('  %d worker process%s: %s; in all %.2f' % (
+                processes, 'es' * (processes > 1), ', '.join(
+                    '%s %.2f' % item for item in busy.items()),
+                sum(busy.values())))
 
 
 def _show(row, jobs):

@@ -219,6 +219,34 @@ def test_the_leases_of_a_batch_share_one_tree(service, tasks):
         assert all(tree[service.jobs[i].lease.key] == i for i in batch)
 
 
+def test_a_worker_keeps_to_the_lease_tree_its_name_chooses(service, tasks):
+    from zodbtasks.service import _LEASE_SHARD_MASK
+    for n in range(40):
+        service.add('echo', n, now=0)
+    trees = {}
+    for round in range(4):
+        for worker in ('host:1:a', 'host:2:b', 'host:3:c', 'host:4:d'):
+            for jobid in service.claimJobs(now=1, count=2, worker=worker):
+                key = service.jobs[jobid].lease.key
+                trees.setdefault(worker, set()).add(key & _LEASE_SHARD_MASK)
+    assert all(len(shards) == 1 for shards in trees.values())
+    assert len(set.union(*trees.values())) > 1   # not all in one tree
+
+
+def test_recording_with_release_drops_the_lease_from_the_index(service,
+                                                               tasks):
+    from zodbtasks.service import _LEASE_SHARD_MASK
+    kept, released = (service.add('echo', n, now=0) for n in 'ab')
+    for jobid, release in ((kept, False), (released, True)):
+        [got] = service.claimJobs(now=1, count=1, worker='w')
+        lease = service.jobs[got].lease
+        tree = service._leases[lease.key & _LEASE_SHARD_MASK]
+        outcome = service.runClaimed(got, lease.token, now=2)
+        service.recordOutcome(got, lease.token, outcome, release=release)
+        assert service.getStatus(got) == 'completed'
+        assert (lease.key in tree) is not release
+
+
 def test_a_heartbeat_keeps_the_lease_in_its_tree_and_expiry_still_works(
         service, tasks):
     from zodbtasks.service import _LEASE_SHARD_MASK
@@ -235,10 +263,51 @@ def test_a_heartbeat_keeps_the_lease_in_its_tree_and_expiry_still_works(
     assert service.jobs[jobid].attempts == 2
 
 
-@pytest.mark.parametrize('count', [-1, 1.5, '3', None])
+@pytest.mark.parametrize('count', [-1, 1.5, '3', None, True])
 def test_claim_jobs_refuses_a_bad_count(service, count):
     service.add('echo', 'x', now=0)
     with pytest.raises(ValueError, match='count must be an int of 0 or '
                        'more, not %s' % repr(count).replace('.', r'\.')):
         service.claimJobs(now=1, count=count)
     assert service.getStatus(list(service.jobs)[0]) == 'queued'
+
+
+def test_a_service_of_layout_1_is_upgraded_by_the_next_claim(service, tasks):
+    """Development versions kept one lease tree and lanes without their
+    placeholder: the next claim brings them up to date, and nothing held
+    or queued is lost."""
+    from BTrees.LLBTree import LLBTree
+    from zodbtasks.service import _LANE_SHIFT
+    from zodbtasks.service import _PLACEHOLDER
+    from zodbtasks.service import _laneFirst
+    from zodbtasks.service import LAYOUT
+    held = service.add('echo', 'held', now=0)
+    first, second = (service.add('echo', n, now=1) for n in 'ab')
+    assert service.claimNextJob(now=0, worker='w') == held
+    # Back to layout 1: one lease tree, no placeholders, and a job sitting
+    # on the key where its lane's placeholder goes.
+    leases = LLBTree()
+    for tree in service._leases:
+        leases.update(tree)
+    service._leases = leases
+    for n, lane in enumerate(service._queue):
+        del lane[n << _LANE_SHIFT]
+    job = service.jobs[first]
+    n = job._indexKey >> _LANE_SHIFT
+    del service._queue[n][job._indexKey]
+    service._queue[n][n << _LANE_SHIFT] = first
+    job._indexKey = n << _LANE_SHIFT
+    service._layout = 1
+
+    assert service.hasJobsWaiting(now=1)
+    assert service.claimNextJob(now=1, worker='w') == first
+    assert service._layout == LAYOUT
+    assert all(lane[n << _LANE_SHIFT] == _PLACEHOLDER
+               for n, lane in enumerate(service._queue))
+    assert len(service._leases) == 16
+    assert service.claimNextJob(now=2, worker='w') == second
+    assert all(_laneFirst(lane, n) is None
+               for n, lane in enumerate(service._queue))
+    # The lease taken before the upgrade still expires and is recovered.
+    assert service.claimNextJob(now=61, worker='v') == held
+    assert service.jobs[held].attempts == 2

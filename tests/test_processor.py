@@ -928,7 +928,6 @@ def test_an_outcome_that_cannot_be_recorded_fails_its_job(stored):
     """An outcome whose recording raises (here: an event subscriber) does
     not stop the loop or the other outcomes; its job fails with the
     error."""
-    import zope.component
     from zodbtasks.interfaces import IJobCompleted
 
     def picky(event):
@@ -945,3 +944,110 @@ def test_an_outcome_that_cannot_be_recorded_fails_its_job(stored):
         assert [service.getStatus(i) for i in ids] == [
             'completed', 'error', 'completed']
         assert 'the subscriber refused it' in service.getError(ids[1])
+
+
+def test_an_outcome_that_cannot_be_recorded_nor_failed_is_left_to_its_lease(
+        stored):
+    """When even failing the job raises, the loop goes on: the job stays
+    held until its lease expires, and the others are recorded."""
+    from zodbtasks.interfaces import IJobCompleted
+    from zodbtasks.interfaces import IJobFailed
+
+    def refuses(event):
+        if event.job.input == 'bad':
+            raise RuntimeError('no, never')
+
+    zope.component.provideHandler(refuses, (IJobCompleted,))
+    zope.component.provideHandler(refuses, (IJobFailed,))
+    register('t', lambda service, jobid, input: input)
+    ids = add(stored, 't', 'good', 'bad', 'fine', 'after')
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=False,
+                           clock=ticking(), batchBelow=60)
+    thread = threading.Thread(target=proc, daemon=True)
+    thread.start()
+    try:
+        waitFor(lambda: statusesSeen(stored, [ids[0], ids[2], ids[3]]) ==
+                ['completed'] * 3, WAIT, 'the other jobs recorded')
+    finally:
+        proc.stop()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    assert statusesSeen(stored, ids[1:2]) == ['processing']
+    assert proc.stats == {'completed': 3, 'lost': 1}
+
+
+def test_outcomes_waiting_are_recorded_while_a_long_job_runs(stored):
+    """A slow job after fast ones: the fast ones' outcomes do not wait for
+    it (their leases could run out meanwhile)."""
+    import time
+    seen = []
+    ids = []
+
+    def task(service, jobid, input):
+        if input == 'slow':
+            deadline = time.monotonic() + WAIT
+            while statusesSeen(service._p_jar.db(), ids[:3]) != \
+                    ['completed'] * 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen.append(statusesSeen(service._p_jar.db(), ids[:3]))
+        return input
+
+    register('t', task)
+    # Three warm-ups in batches of one and two: then one..slow in a batch.
+    add(stored, 't', 'w1', 'w2', 'w3')
+    ids.extend(add(stored, 't', 'one', 'two', 'three', 'slow'))
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=ticking(), batchBelow=60, settleWithin=0.05)()
+    assert seen == [['completed'] * 3]
+
+
+def jobsWrittenWith(db, jobid):
+    """How many jobs the transaction that last wrote job ``jobid`` wrote."""
+    with opened(db) as service:
+        tid = service.jobs[jobid]._p_serial
+    [txn] = list(db.storage.iterator(tid, tid))
+    return sum(b'zodbtasks.job' in record.data[:60] for record in txn)
+
+
+def test_an_output_that_refers_to_stored_objects_is_recorded_with_its_run(
+        stored):
+    """Only the connection that loaded an object may store a reference to
+    it: such an outcome is committed by its run, not with the next claim."""
+    def returnsStored(service, jobid, input):
+        if input == 'plain':
+            return 'text'
+        return service._p_jar.root()['app']['shared']
+
+    with stored.transaction() as conn:
+        conn.root()['app']['shared'] = persistent.mapping.PersistentMapping(
+            name='shared')
+    register('stored', returnsStored)
+    warmUps = add(stored, 'stored', 'plain', 'plain', 'plain')
+    ids = add(stored, 'stored', 'plain', 'a', 'b', 'plain')
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                           clock=ticking(), batchBelow=60)
+    proc()
+    assert proc.stats == {'completed': 7}
+    with opened(stored) as service:
+        shared = service._p_jar.root()['app']['shared']
+        assert [service.getResult(i) is shared for i in ids] == [
+            False, True, True, False]
+    # Each outcome with a stored object had a commit of its own; the plain
+    # ones waited, and were recorded together.
+    assert [jobsWrittenWith(stored, i) for i in ids] == [2, 1, 1, 2]
+    assert warmUps
+
+
+def test_what_a_task_changes_on_its_own_job_is_kept(stored):
+    def retitles(service, jobid, input):
+        service.jobs[jobid].input = input + ' (seen)'
+        return input
+
+    register('retitles', retitles)
+    ids = add(stored, 'retitles', 'a', 'b', 'c')
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=ticking(), batchBelow=60)()
+    with opened(stored) as service:
+        assert [service.jobs[i].input for i in ids] == [
+            'a (seen)', 'b (seen)', 'c (seen)']
+        assert [service.getResult(i) for i in ids] == ['a', 'b', 'c']

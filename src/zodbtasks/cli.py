@@ -15,6 +15,7 @@ import argparse
 import importlib
 import logging
 import signal
+import threading
 import sys
 import time
 
@@ -152,12 +153,18 @@ def _work(db, keys, args):
         processor = SimpleProcessor(db, keys, **options)
     signals = []
 
+    def graceful(signum):
+        log.info('stopping after the job(s) in hand (signal %s again to '
+                 'interrupt them)', signal.Signals(signum).name)
+        processor.stop()
+
     def stop(signum, frame):
         signals.append(signum)
         if len(signals) == 1:
-            log.info('stopping after the job(s) in hand (signal %s again to '
-                     'interrupt them)', signal.Signals(signum).name)
-            processor.stop()
+            # Not here: the handler runs in the loop's thread, which may
+            # hold a lock that stopping (or logging) needs.
+            threading.Thread(target=graceful, args=(signum,),
+                             daemon=True).start()
         else:
             raise KeyboardInterrupt
 

@@ -241,10 +241,12 @@ class IScheduledTaskService(ITaskService):
         this followed by `recordOutcome`.
         """
 
-    def recordOutcome(jobid, token, outcome):
+    def recordOutcome(jobid, token, outcome, release=False):
         """Record ``outcome`` (an `IOutcome`) on a job still held under
         ``token``, ending the run as `processNext` would have: completed,
-        error, retrying, or waiting for its next time.
+        error, retrying, or waiting for its next time. With ``release`` the
+        lease's entry leaves the lease index too (a write to a tree the
+        worker's claims write: for a claim's transaction).
 
         Raises `LeaseLost`, having written nothing, if the lease is gone. A
         worker uses it to record a run in a later transaction than the one

@@ -46,14 +46,17 @@ fails the job in a fresh transaction; it is never run again by that worker.
 """
 import atexit
 import collections
+import io
 import logging
 import os
+import pickle
 import random
 import socket
 import threading
 import time
 import traceback
 
+import persistent
 import transaction
 from transaction.interfaces import DoomedTransaction
 from transaction.interfaces import TransientError
@@ -133,6 +136,32 @@ def _leftWork(conn, txn, jobOid):
         return True
     return bool(list(txn.getBeforeCommitHooks())
                 or list(txn.getAfterCommitHooks()))
+
+
+def _jobState(job):
+    """A job's state but for what a task tells it (log and progress)."""
+    state = dict(job.__getstate__())
+    state.pop('log', None)
+    state.pop('progress', None)
+    return state
+
+
+class _PersistentFinder(pickle.Pickler):
+    found = False
+
+    def persistent_id(self, obj):
+        if isinstance(obj, persistent.Persistent):
+            self.found = True
+            return 0
+        return None
+
+
+def _holdsPersistent(outcome):
+    """Whether an outcome's output or progress holds persistent objects,
+    which only the connection that loaded them may store."""
+    finder = _PersistentFinder(io.BytesIO(), 3)
+    finder.dump((outcome.output, outcome.progress))
+    return finder.found
 
 
 class _Run:
@@ -222,6 +251,7 @@ class SimpleProcessor:
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._pending = []         # runs whose outcomes wait to be recorded
+        self._claiming = threading.Lock()
         self._stopRequested = False
         self._tokens = {}          # jobid -> lease token, claimed not run
         self._inHand = {}          # jobid -> [token, last heartbeat]
@@ -287,15 +317,21 @@ class SimpleProcessor:
             return
         self.running = True
         beating = self._startHeartbeats()
+        settling = self._startSettler()
         try:
             self._loop()
         finally:
-            self._settleAll()
-            self.running = False
-            self._stopRequested = True
-            self._wake.set()
-            if beating is not None:
-                beating.join()
+            try:
+                self._settleAll()
+            finally:
+                self.running = False
+                self._stopRequested = True
+                self._wake.set()
+                with self._changed:
+                    self._changed.notify_all()
+                for thread in (beating, settling):
+                    if thread is not None:
+                        thread.join()
 
     def _loop(self):
         failures = 0
@@ -364,19 +400,26 @@ class SimpleProcessor:
     def _backoff(self, attempt):
         time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
 
-    def _claim(self, count):
+    def _claim(self, count, tm=None):
         """Record the outcomes waiting, and claim up to ``count`` due jobs,
-        in one transaction.
+        in one transaction (of ``tm``, default the processor's).
 
         Returns a list of (jobid, token, claimed at, lease expires), or None
         if the claim failed (it was logged).
         """
+        # One at a time: the loop's claims and the settler's must not record
+        # the same outcome twice.
+        with self._claiming:
+            return self._claimOnce(count, tm)
+
+    def _claimOnce(self, count, tm):
         with self._lock:
             pending = list(self._pending)
         last = None
+        unrecordable = False
         for attempt in range(self.attempts):
             try:
-                conn, tm = self._open()
+                conn, tm = self._open(tm)
             except Exception:
                 log.exception('cannot open a connection to claim jobs')
                 return None
@@ -402,24 +445,26 @@ class SimpleProcessor:
                 self._backoff(attempt)
             except Exception:
                 tm.abort()
-                if pending:
-                    # Maybe an outcome that cannot be recorded: record each
-                    # on its own, then claim again.
-                    log.warning('recording %d outcomes with a claim failed; '
-                                'recording them one by one', len(pending),
-                                exc_info=True)
-                    conn.close()
-                    for run in pending:
-                        self._recordAlone(run)
-                    return self._claim(count)
-                log.exception('claiming jobs from /%s failed',
-                              '/'.join(self.servicePath))
-                return None
+                if not pending:
+                    log.exception('claiming jobs from /%s failed',
+                                  '/'.join(self.servicePath))
+                    return None
+                # Maybe an outcome that cannot be recorded: record each on
+                # its own, then claim again.
+                log.warning('recording %d outcomes with a claim failed; '
+                            'recording them one by one', len(pending),
+                            exc_info=True)
+                unrecordable = True
+                break
             except BaseException:
                 tm.abort()
                 raise
             finally:
                 conn.close()
+        if unrecordable:
+            for run in pending:
+                self._recordAlone(run, tm)
+            return self._claimOnce(count, tm)
         log.debug('claiming from /%s gave up after %d conflicts: %s',
                  '/'.join(self.servicePath), self.attempts, last)
         return []
@@ -472,38 +517,66 @@ class SimpleProcessor:
             if self._claim(0) is None:
                 break
         with self._lock:
-            left, self._pending = self._pending, []
+            left = list(self._pending)
         for run in left:
             self._recordAlone(run)
 
-    def _recordAlone(self, run):
+    def _recordAlone(self, run, tm=None):
         """Record one outcome in a transaction of its own; if that fails,
-        fail the job."""
+        fail the job; if that fails too, leave it to its lease."""
         def record(service):
             return self._recordAll(service, [run])
         try:
-            dropped = self._transact(record)
-        except Exception as error:
-            log.exception('recording the outcome of job %s failed',
-                          run.jobid)
-            failed = self._fail(run.jobid, run.token, '%s while recording '
-                                'the outcome: %s' % (type(error).__name__,
-                                                     error),
-                                traceback.format_exc())
-            run.status = None if failed is None else failed.status
-        else:
-            if dropped is _GAVE_UP:
-                log.error('could not record the outcome of job %s for '
-                          'conflicts; its lease will expire and it will '
-                          'run again', run.jobid)
-                run.status = None
-            elif dropped:
-                log.info('dropped the outcome of job %s: its lease is gone',
-                         run.jobid)
-                run.status = None
-        with self._lock:
-            self._pending = [p for p in self._pending if p is not run]
+            try:
+                dropped = self._transact(record, tm=tm)
+            except Exception as error:
+                log.exception('recording the outcome of job %s failed',
+                              run.jobid)
+                failed = self._fail(
+                    run.jobid, run.token, '%s while recording the outcome: '
+                    '%s' % (type(error).__name__, error),
+                    traceback.format_exc(), tm=tm)
+                run.status = None if failed is None else failed.status
+            else:
+                if dropped is _GAVE_UP:
+                    log.error('could not record the outcome of job %s for '
+                              'conflicts; its lease will expire and it will '
+                              'run again', run.jobid)
+                    run.status = None
+                elif dropped:
+                    log.info('dropped the outcome of job %s: its lease is '
+                             'gone', run.jobid)
+                    run.status = None
+        except Exception:
+            log.exception('could not record job %s at all; its lease will '
+                          'expire and it will run again', run.jobid)
+            run.status = None
+        finally:
+            with self._lock:
+                self._pending = [p for p in self._pending if p is not run]
         self._report(run)
+
+    # -- the settler: outcomes do not wait for a long run -------------------
+
+    def _startSettler(self):
+        if not self.groupOutcomes:
+            return None
+        thread = threading.Thread(target=self._settleLoop, daemon=True,
+                                  name='%s settler' % self)
+        thread.start()
+        return thread
+
+    def _settleLoop(self):
+        """Record the outcomes that waited ``settleWithin`` seconds while
+        the loop runs a long job, in a transaction manager of its own."""
+        tm = transaction.TransactionManager()
+        while not self._stopRequested:
+            self._wake.wait(self.settleWithin / 2 or 0.01)
+            if self._settleDue() and not self._stopRequested:
+                try:
+                    self._claim(0, tm)
+                except Exception:
+                    log.exception('recording the outcomes waiting failed')
 
     # -- running a claimed job ------------------------------------------------
 
@@ -622,13 +695,18 @@ class SimpleProcessor:
             try:
                 service = self.service(conn)
                 if rerun:
+                    job = service.jobs[jobid]
+                    before = _jobState(job)
                     outcome = service.runClaimed(jobid, token, self.clock(),
                                                  heartbeat)
-                    job = service.jobs[jobid]
                     run = _Run(jobid, token, job.task, job.attempts, outcome)
                     replaced = tm.get() is not txn
-                    # Anything written beyond the job is the task's work.
-                    rerun = replaced or _leftWork(conn, txn, job._p_oid)
+                    # What the task did that only this transaction can
+                    # commit: objects written (its job's log and progress
+                    # aside), or an outcome that refers to stored objects.
+                    rerun = (replaced or _leftWork(conn, txn, job._p_oid)
+                             or _jobState(job) != before
+                             or _holdsPersistent(outcome))
                     if group and not rerun and not job.atMostOnce \
                             and not txn.isDoomed():
                         tm.abort()
@@ -687,14 +765,14 @@ class SimpleProcessor:
             tm.abort()
             conn.close()
 
-    def _transact(self, func, step=None):
+    def _transact(self, func, step=None, tm=None):
         """Call ``func(service)`` in a transaction and commit it.
 
         Conflicts are retried, up to ``attempts`` tries; returns what
         ``func`` returned, or `_GAVE_UP`. Other errors propagate.
         """
         for attempt in range(self.attempts):
-            conn, tm = self._open()
+            conn, tm = self._open(tm)
             try:
                 result = func(self.service(conn))
                 tm.commit()
@@ -711,7 +789,7 @@ class SimpleProcessor:
                 conn.close()
         return _GAVE_UP
 
-    def _fail(self, jobid, token, message, tb=None):
+    def _fail(self, jobid, token, message, tb=None, tm=None):
         """Fail the job in a fresh transaction; return its `_Run` or None."""
         def record(service):
             job = service.jobs[jobid]
@@ -723,7 +801,7 @@ class SimpleProcessor:
             run.status = job.status
             return run
         try:
-            run = self._transact(record)
+            run = self._transact(record, tm=tm)
         except LeaseLost as error:
             log.info('dropped the run of job %s: %s', jobid, error)
             return None

@@ -80,7 +80,7 @@ from zodbtasks.task import TaskError
 MAX_JOB_ID = 2 ** 53 - 1
 
 #: The current layout of a service's data.
-LAYOUT = 1
+LAYOUT = 2
 
 #: How many failures a job remembers.
 KEEP_FAILURES = 10
@@ -677,7 +677,8 @@ class TaskService(persistent.Persistent):
         """
         now = self._now(now)
         lease = _leaseSeconds(lease)
-        if not isinstance(count, int) or count < 0:
+        if not isinstance(count, int) or isinstance(count, bool) \
+                or count < 0:
             raise ValueError('count must be an int of 0 or more, not %r'
                              % (count,))
         lane = random.getrandbits(_LANE_BITS) if spread else None
@@ -869,10 +870,28 @@ class TaskService(persistent.Persistent):
         """Bring data of an older layout up to date; True if it did."""
         if self._layout == LAYOUT:
             return False
-        from zodbtasks import migration
-        migration.upgrade(self, self._now(now))
+        if self._layout == 1:
+            self._upgradeFromLayout1()
+        else:
+            from zodbtasks import migration
+            migration.upgrade(self, self._now(now))
         self._layout = LAYOUT
         return True
+
+    def _upgradeFromLayout1(self):
+        """Layout 1 (development versions): one lease tree, and lanes
+        without their placeholders."""
+        old = self._leases
+        self._leases = tuple(LLBTree() for _ in range(_LEASE_SHARDS))
+        for key, jobid in old.items():
+            self._leases[key & _LEASE_SHARD_MASK][key] = jobid
+        for n, lane in enumerate(self._queue):
+            first = n << _LANE_SHIFT
+            jobid = lane.get(first)
+            if jobid is not None and jobid != _PLACEHOLDER:
+                del lane[first]
+                self._index(_QUEUE, self.jobs[jobid], first + 1)
+            lane[first] = _PLACEHOLDER
 
     def _claim(self, now, spread=False, lane=None):
         self._current(now)

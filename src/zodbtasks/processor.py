@@ -316,8 +316,10 @@ class SimpleProcessor:
         if self._stopRequested:
             return
         self.running = True
-        beating = self._startHeartbeats()
-        settling = self._startSettler()
+        beating = self._helper(self.heartbeatInterval, self._beatLoop,
+                               'heartbeats')
+        settling = self._helper(self.groupOutcomes, self._settleLoop,
+                                'settler')
         try:
             self._loop()
         finally:
@@ -332,6 +334,15 @@ class SimpleProcessor:
                 for thread in (beating, settling):
                     if thread is not None:
                         thread.join()
+
+    def _helper(self, wanted, target, what):
+        """Start a daemon thread running ``target`` if ``wanted``."""
+        if not wanted:
+            return None
+        thread = threading.Thread(target=target, daemon=True,
+                                  name='%s %s' % (self, what))
+        thread.start()
+        return thread
 
     def _loop(self):
         failures = 0
@@ -557,14 +568,6 @@ class SimpleProcessor:
         self._report(run)
 
     # -- the settler: outcomes do not wait for a long run -------------------
-
-    def _startSettler(self):
-        if not self.groupOutcomes:
-            return None
-        thread = threading.Thread(target=self._settleLoop, daemon=True,
-                                  name='%s settler' % self)
-        thread.start()
-        return thread
 
     def _settleLoop(self):
         """Record the outcomes that waited ``settleWithin`` seconds while
@@ -823,14 +826,6 @@ class SimpleProcessor:
         return ran
 
     # -- automatic heartbeats ---------------------------------------------------
-
-    def _startHeartbeats(self):
-        if not self.heartbeatInterval:
-            return None
-        thread = threading.Thread(target=self._beatLoop, daemon=True,
-                                  name='%s heartbeats' % self)
-        thread.start()
-        return thread
 
     def _beatLoop(self):
         interval = self.heartbeatInterval

@@ -258,6 +258,10 @@ def test_a_database_that_cannot_be_opened_is_refused(capsys, tmp_path):
      "argument --threads: must be positive: '0'"),
     (['worker', '--db', 'x.fs', '--service', 'x', '--poll', 'soon'],
      "argument --poll: not a number: 'soon'"),
+    (['worker', '--db', 'x.fs', '--service', 'x', '--poll', 'nan'],
+     "argument --poll: must be positive: 'nan'"),
+    (['worker', '--db', 'x.fs', '--service', 'x', '--linger', '-0.5'],
+     "argument --linger: must be 0 or more: '-0.5'"),
     ([], 'the following arguments are required: COMMAND'),
     (['fly'], "argument COMMAND: invalid choice: 'fly'"),
 ])

@@ -1051,3 +1051,105 @@ def test_what_a_task_changes_on_its_own_job_is_kept(stored):
         assert [service.jobs[i].input for i in ids] == [
             'a (seen)', 'b (seen)', 'c (seen)']
         assert [service.getResult(i) for i in ids] == ['a', 'b', 'c']
+
+
+# -- idle polls ------------------------------------------------------------------
+
+@pytest.fixture
+def fileDB(tmp_path):
+    """A FileStorage database with a service at app/tasks, whose loads are
+    counted in ``db.loads``."""
+    import ZODB
+    import ZODB.FileStorage
+    storage = ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs'))
+    real = storage.loadBefore
+    loads = []
+
+    def counted(oid, tid):
+        loads.append(oid)
+        return real(oid, tid)
+    storage.loadBefore = counted
+    db = ZODB.DB(storage)
+    db.loads = loads
+    with db.transaction() as conn:
+        conn.root()['app'] = persistent.mapping.PersistentMapping()
+        conn.root()['app']['tasks'] = zodbtasks.TaskService()
+    yield db
+    db.close()
+
+
+def test_an_idle_poll_reads_nothing_until_something_changes(fileDB, ran):
+    db = fileDB
+    now = [1000.0]
+    proc = SimpleProcessor(db, 'app/tasks', clock=lambda: now[0])
+    assert not proc.processNext()          # reads the service: nothing due
+    del db.loads[:]
+    for _ in range(5):
+        assert not proc.processNext()
+    assert db.loads == []
+    # Another connection adds a job: the next poll sees it.
+    add(db, 'note', 'added')
+    assert proc.processNext()
+    assert ran == ['added']
+    assert not proc.processNext()
+    # A delayed job: quiet until it is due, then run.
+    with opened(db, commit=True) as service:
+        service.addCronJob('note', 'later', delay=30, now=now[0])
+    assert not proc.processNext()          # places it: due in 30 s
+    del db.loads[:]
+    now[0] += 29
+    assert not proc.processNext()
+    assert db.loads == []
+    now[0] += 2
+    assert proc.processNext()
+    assert ran == ['added', 'later']
+
+
+def test_an_idle_poll_sees_what_was_written_through_its_own_connection(
+        fileDB, ran):
+    """The application may get the worker's pooled connection in between
+    and add a job through it: no invalidation then, but a new serial."""
+    db = fileDB
+    proc = SimpleProcessor(db, 'app/tasks', clock=lambda: 1000.0)
+    assert not proc.processNext()
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)    # the same connection, reused
+    tm.begin()
+    conn.root()['app']['tasks'].add('note', 'via the same connection')
+    tm.commit()
+    conn.close()
+    assert proc.processNext()
+    assert ran == ['via the same connection']
+
+
+def test_an_idle_poll_recovers_a_lease_when_it_runs_out(fileDB, ran):
+    db = fileDB
+    now = [1000.0]
+    jobid, = add(db, 'note', 'orphan', leaseSeconds=5)
+    dead = SimpleProcessor(db, 'app/tasks', clock=lambda: now[0])
+    assert dead.claimNextJob() == jobid       # ... and then it dies
+    proc = SimpleProcessor(db, 'app/tasks', clock=lambda: now[0])
+    assert not proc.processNext()
+    now[0] += 4
+    assert not proc.processNext()
+    now[0] += 2
+    assert proc.processNext()
+    assert ran == ['orphan']
+    with opened(db) as service:
+        assert service.jobs[jobid].attempts == 2
+
+
+def test_a_paused_service_is_quiet_until_resumed(fileDB, ran):
+    db = fileDB
+    with opened(db, commit=True) as service:
+        service.pause(now=0)
+        service.add('note', 'waits', now=0)
+    proc = SimpleProcessor(db, 'app/tasks', clock=lambda: 1000.0)
+    assert not proc.processNext()
+    del db.loads[:]
+    assert not proc.processNext()
+    assert db.loads == []
+    with opened(db, commit=True) as service:
+        service.resume(now=1000)
+    assert proc.processNext()
+    assert ran == ['waits']

@@ -35,17 +35,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, '%s: error: %s (see --help)\n' % (self.prog, message))
 
 
-def _positive(kind):
+def _positive(kind, zero=False):
     def convert(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError('not a number: %r' % text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError('must be positive: %r' % text)
+        if value < 0 or value == 0 and not zero or value != value:
+            raise argparse.ArgumentTypeError(
+                'must be %s: %r' % ('0 or more' if zero else 'positive',
+                                    text))
         return value
     convert.__name__ = kind.__name__
     return convert
+
+
+def _nonNegative(kind):
+    return _positive(kind, zero=True)
 
 
 def openDatabase(spec, pool_size=None):
@@ -145,7 +151,7 @@ def _work(db, keys, args):
     options = dict(waitTime=args.poll, lease=args.lease,
                    untilIdle=args.until_idle,
                    heartbeatInterval=args.heartbeat, spread=args.spread,
-                   groupOutcomes=not args.no_group)
+                   groupOutcomes=not args.no_group, linger=args.linger)
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)
@@ -296,6 +302,11 @@ def buildParser():
                      help='take queued jobs from the heads of random lanes, '
                      'roughly in order, so that many workers rarely want the '
                      'same job (default: the oldest first)')
+    run.add_argument('--linger', type=_nonNegative(float), default=0.02,
+                     metavar='SECONDS', help='after a batch that emptied the '
+                     'queue, wait this long before claiming again, so that '
+                     'jobs added meanwhile are claimed together (default: '
+                     '0.02)')
     run.add_argument('--no-group', action='store_true',
                      help='commit every run on its own, instead of '
                      'recording the outcomes of tasks that wrote nothing '

@@ -255,13 +255,15 @@ def test_a_database_that_cannot_be_opened_is_refused(capsys, tmp_path):
     (['worker', '--service', 'x'], 'the following arguments are required: '
      '--db'),
     (['worker', '--db', 'x.fs', '--service', 'x', '--threads', '0'],
-     "argument --threads: must be positive: '0'"),
+     "argument --threads: must be a finite number above 0: '0'"),
     (['worker', '--db', 'x.fs', '--service', 'x', '--poll', 'soon'],
      "argument --poll: not a number: 'soon'"),
     (['worker', '--db', 'x.fs', '--service', 'x', '--poll', 'nan'],
-     "argument --poll: must be positive: 'nan'"),
+     "argument --poll: must be a finite number above 0: 'nan'"),
     (['worker', '--db', 'x.fs', '--service', 'x', '--linger', '-0.5'],
-     "argument --linger: must be 0 or more: '-0.5'"),
+     "argument --linger: must be a finite number 0 or more: '-0.5'"),
+    (['worker', '--db', 'x.fs', '--service', 'x', '--linger', 'inf'],
+     "argument --linger: must be a finite number 0 or more: 'inf'"),
     ([], 'the following arguments are required: COMMAND'),
     (['fly'], "argument COMMAND: invalid choice: 'fly'"),
 ])

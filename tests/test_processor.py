@@ -1001,56 +1001,94 @@ def test_outcomes_waiting_are_recorded_while_a_long_job_runs(stored):
     assert seen == [['completed'] * 3]
 
 
-def jobsWrittenWith(db, jobid):
-    """How many jobs the transaction that last wrote job ``jobid`` wrote."""
-    with opened(db) as service:
-        tid = service.jobs[jobid]._p_serial
-    [txn] = list(db.storage.iterator(tid, tid))
-    return sum(b'zodbtasks.job' in record.data[:60] for record in txn)
-
-
-def test_an_output_that_refers_to_stored_objects_is_recorded_with_its_run(
-        stored):
+def test_an_output_that_refers_to_stored_objects_is_recorded_later(stored,
+                                                                  caplog):
     """Only the connection that loaded an object may store a reference to
-    it: such an outcome is committed by its run, not with the next claim."""
+    it: an outcome recorded by another connection (with a claim) refers to
+    that connection's copy of the same object."""
     def returnsStored(service, jobid, input):
-        if input == 'plain':
-            return 'text'
-        return service._p_jar.root()['app']['shared']
+        return {'n': input, 'shared': service._p_jar.root()['app']['shared']}
 
     with stored.transaction() as conn:
         conn.root()['app']['shared'] = persistent.mapping.PersistentMapping(
             name='shared')
     register('stored', returnsStored)
-    warmUps = add(stored, 'stored', 'plain', 'plain', 'plain')
-    ids = add(stored, 'stored', 'plain', 'a', 'b', 'plain')
-    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
-                           clock=ticking(), batchBelow=60)
+    ids = add(stored, 'stored', *range(60))
+    before = stored.lastTransaction()
+    proc = MultiProcessor(stored, 'app/tasks', waitTime=0.01, maxThreads=3,
+                          untilIdle=True, clock=ticking(), batchBelow=60)
     proc()
-    assert proc.stats == {'completed': 7}
+    assert proc.stats == {'completed': 60}
     with opened(stored) as service:
         shared = service._p_jar.root()['app']['shared']
-        assert [service.getResult(i) is shared for i in ids] == [
-            False, True, True, False]
-    # Each outcome with a stored object had a commit of its own; the plain
-    # ones waited, and were recorded together.
-    assert [jobsWrittenWith(stored, i) for i in ids] == [2, 1, 1, 2]
-    assert warmUps
+        assert [service.getResult(i)['n'] for i in ids] == list(range(60))
+        assert all(service.getResult(i)['shared'] is shared for i in ids)
+    commits = [t for t in stored.storage.iterator() if t.tid > before]
+    assert len(commits) < 30          # recorded in groups, not one by one
+    assert 'one by one' not in caplog.text   # no recording failed
+
+
+def test_an_output_with_stored_objects_is_recorded_again_after_a_conflict(
+        stored):
+    calls = []
+
+    def returnsStored(service, jobid, input):
+        calls.append(jobid)
+        touchJob(service._p_jar.db(), jobid, progress=(0.5, 'elsewhere'))
+        return service._p_jar.root()['app']['shared']
+
+    with stored.transaction() as conn:
+        conn.root()['app']['shared'] = persistent.mapping.PersistentMapping()
+    register('stored', returnsStored)
+    jobid, = add(stored, 'stored', None)
+    assert SimpleProcessor(stored, 'app/tasks').processNext()
+    assert calls == [jobid]            # recorded again, not run again
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'completed'
+        assert service.getResult(jobid) is \
+            service._p_jar.root()['app']['shared']
 
 
 def test_what_a_task_changes_on_its_own_job_is_kept(stored):
     def retitles(service, jobid, input):
-        service.jobs[jobid].input = input + ' (seen)'
-        return input
+        job = service.jobs[jobid]
+        if input['how'] == 'assign':
+            job.input = dict(input, seen=True)
+        else:                               # in place
+            job.input['seen'] = True
+            job._p_changed = True
+        return input['how']
 
     register('retitles', retitles)
-    ids = add(stored, 'retitles', 'a', 'b', 'c')
+    ids = add(stored, 'retitles', *[{'how': how} for how in
+                                    ('assign', 'in place', 'assign')])
     SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
                     clock=ticking(), batchBelow=60)()
     with opened(stored) as service:
-        assert [service.jobs[i].input for i in ids] == [
-            'a (seen)', 'b (seen)', 'c (seen)']
-        assert [service.getResult(i) for i in ids] == ['a', 'b', 'c']
+        assert [service.jobs[i].input.get('seen') for i in ids] == [
+            True, True, True]
+        assert [service.getResult(i) for i in ids] == [
+            'assign', 'in place', 'assign']
+
+
+def test_a_failing_task_whose_job_holds_odd_values_is_still_grouped(stored):
+    """Values that never equal a copy of themselves (NaN here) do not make
+    every failed run commit on its own."""
+    def fails(service, jobid, input):
+        current().log('trying')
+        raise zodbtasks.TaskError('no luck')
+
+    register('fails', fails)
+    ids = add(stored, 'fails', *[{'x': float('nan')} for _ in range(12)])
+    before = stored.lastTransaction()
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                           clock=ticking(), batchBelow=60)
+    proc()
+    assert proc.stats == {'error': 12}
+    commits = [t for t in stored.storage.iterator() if t.tid > before]
+    assert len(commits) <= 6           # claims of 1, 2, 8 and 1, and the last
+    with opened(stored) as service:
+        assert {service.getError(i) for i in ids} == {'no luck'}
 
 
 # -- idle polls ------------------------------------------------------------------

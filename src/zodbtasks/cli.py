@@ -41,10 +41,11 @@ def _positive(kind, zero=False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError('not a number: %r' % text)
-        if value < 0 or value == 0 and not zero or value != value:
+        if value < 0 or value == 0 and not zero or value != value \
+                or value == float('inf'):
             raise argparse.ArgumentTypeError(
-                'must be %s: %r' % ('0 or more' if zero else 'positive',
-                                    text))
+                'must be a finite number %s: %r' % (
+                    '0 or more' if zero else 'above 0', text))
         return value
     convert.__name__ = kind.__name__
     return convert

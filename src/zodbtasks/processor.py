@@ -46,6 +46,7 @@ fails the job in a fresh transaction; it is never run again by that worker.
 """
 import atexit
 import collections
+import copy
 import io
 import logging
 import os
@@ -138,30 +139,62 @@ def _leftWork(conn, txn, jobOid):
                 or list(txn.getAfterCommitHooks()))
 
 
-def _jobState(job):
-    """A job's state but for what a task tells it (log and progress)."""
-    state = dict(job.__getstate__())
-    state.pop('log', None)
-    state.pop('progress', None)
-    return state
+class _Sink:
+    """A file that keeps nothing: for pickling only to look."""
+
+    def write(self, data):
+        return len(data)
 
 
-class _PersistentFinder(pickle.Pickler):
-    found = False
+class _ByOid(pickle.Pickler):
+    """Pickles stored persistent objects as their oids."""
 
     def persistent_id(self, obj):
-        if isinstance(obj, persistent.Persistent):
-            self.found = True
-            return 0
+        if isinstance(obj, persistent.Persistent) and obj._p_oid is not None:
+            return obj._p_oid
         return None
 
 
-def _holdsPersistent(outcome):
-    """Whether an outcome's output or progress holds persistent objects,
-    which only the connection that loaded them may store."""
-    finder = _PersistentFinder(io.BytesIO(), 3)
-    finder.dump((outcome.output, outcome.progress))
-    return finder.found
+class _Found(Exception):
+    pass
+
+
+class _PersistentFinder(pickle.Pickler):
+    # reducer_override is not called for plain ints, strings, lists and the
+    # like, so a look at a large plain output costs what pickling it does.
+    def reducer_override(self, obj):
+        if isinstance(obj, persistent.Persistent):
+            raise _Found
+        return NotImplemented
+
+
+def _jobState(job):
+    """A job's state but for what a task tells it (log and progress), as
+    bytes: a change to an attribute, in place or not, changes them."""
+    state = dict(job.__getstate__())
+    state.pop('log', None)
+    state.pop('progress', None)
+    out = io.BytesIO()
+    _ByOid(out, 3).dump(sorted(state.items()))
+    return out.getvalue()
+
+
+def _rebound(outcome, conn):
+    """``outcome``, with the stored objects its output and progress refer
+    to taken from ``conn``: only the connection that loaded an object may
+    store a reference to it, and the outcome is recorded by another."""
+    try:
+        _PersistentFinder(_Sink(), 3).dump((outcome.output, outcome.progress))
+        return outcome
+    except _Found:
+        pass
+    out = io.BytesIO()
+    _ByOid(out, 3).dump((outcome.output, outcome.progress))
+    unpickler = pickle.Unpickler(io.BytesIO(out.getvalue()))
+    unpickler.persistent_load = conn.get
+    rebound = copy.copy(outcome)
+    rebound.output, rebound.progress = unpickler.load()
+    return rebound
 
 
 class _Run:
@@ -488,7 +521,8 @@ class SimpleProcessor:
         dropped = []
         for run in runs:
             try:
-                service.recordOutcome(run.jobid, run.token, run.outcome,
+                service.recordOutcome(run.jobid, run.token,
+                                      _rebound(run.outcome, service._p_jar),
                                       release=True)
             except LeaseLost:
                 dropped.append(run)
@@ -521,16 +555,17 @@ class SimpleProcessor:
 
     def _settleAll(self):
         """Record the outcomes waiting, trying a few times."""
-        for attempt in range(self.attempts):
+        with self._claiming:
+            for attempt in range(self.attempts):
+                with self._lock:
+                    if not self._pending:
+                        return
+                if self._claimOnce(0, None) is None:
+                    break
             with self._lock:
-                if not self._pending:
-                    return
-            if self._claim(0) is None:
-                break
-        with self._lock:
-            left = list(self._pending)
-        for run in left:
-            self._recordAlone(run)
+                left = list(self._pending)
+            for run in left:
+                self._recordAlone(run)
 
     def _recordAlone(self, run, tm=None):
         """Record one outcome in a transaction of its own; if that fails,
@@ -708,8 +743,7 @@ class SimpleProcessor:
                     # commit: objects written (its job's log and progress
                     # aside), or an outcome that refers to stored objects.
                     rerun = (replaced or _leftWork(conn, txn, job._p_oid)
-                             or _jobState(job) != before
-                             or _holdsPersistent(outcome))
+                             or _jobState(job) != before)
                     if group and not rerun and not job.atMostOnce \
                             and not txn.isDoomed():
                         tm.abort()
@@ -719,7 +753,8 @@ class SimpleProcessor:
                         # checked in a transaction that is gone.
                         self._checkLease(jobid, token)
                         rerun = _leftWork(conn, tm.get(), job._p_oid)
-                service.recordOutcome(jobid, token, run.outcome)
+                service.recordOutcome(jobid, token,
+                                      _rebound(run.outcome, conn))
                 status = service.jobs[jobid].status
                 tm.commit()
                 run.status = status

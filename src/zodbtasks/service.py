@@ -881,10 +881,13 @@ class TaskService(persistent.Persistent):
     def _upgradeFromLayout1(self):
         """Layout 1 (development versions): one lease tree, and lanes
         without their placeholders."""
+        # Some development versions of layout 1 had the trees already; the
+        # steps below leave what is done as it is.
         old = self._leases
-        self._leases = tuple(LLBTree() for _ in range(_LEASE_SHARDS))
-        for key, jobid in old.items():
-            self._leases[key & _LEASE_SHARD_MASK][key] = jobid
+        if not isinstance(old, tuple):
+            self._leases = tuple(LLBTree() for _ in range(_LEASE_SHARDS))
+            for key, jobid in old.items():
+                self._leases[key & _LEASE_SHARD_MASK][key] = jobid
         for n, lane in enumerate(self._queue):
             first = n << _LANE_SHIFT
             jobid = lane.get(first)

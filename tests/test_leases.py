@@ -311,3 +311,15 @@ def test_a_service_of_layout_1_is_upgraded_by_the_next_claim(service, tasks):
     # The lease taken before the upgrade still expires and is recovered.
     assert service.claimNextJob(now=61, worker='v') == held
     assert service.jobs[held].attempts == 2
+
+
+def test_a_layout_1_service_with_the_new_trees_already_is_upgraded_too(
+        service, tasks):
+    from zodbtasks.service import LAYOUT
+    held = service.add('echo', 'held', now=0)
+    queued = service.add('echo', 'queued', now=0)
+    assert service.claimNextJob(now=0, worker='w') == held
+    service._layout = 1
+    assert service.claimNextJob(now=1, worker='w') == queued
+    assert service._layout == LAYOUT
+    assert service.claimNextJob(now=61, worker='v') == held

@@ -309,7 +309,7 @@ def test_a_service_of_layout_1_is_upgraded_by_the_next_claim(service, tasks):
     assert all(_laneFirst(lane, n) is None
                for n, lane in enumerate(service._queue))
     # The lease taken before the upgrade still expires and is recovered.
-    assert service.claimNextJob(now=61, worker='v') == held
+    assert service.claimNextJob(now=60.5, worker='v') == held
     assert service.jobs[held].attempts == 2
 
 
@@ -322,4 +322,4 @@ def test_a_layout_1_service_with_the_new_trees_already_is_upgraded_too(
     service._layout = 1
     assert service.claimNextJob(now=1, worker='w') == queued
     assert service._layout == LAYOUT
-    assert service.claimNextJob(now=61, worker='v') == held
+    assert service.claimNextJob(now=60.5, worker='v') == held

@@ -224,15 +224,20 @@ def bench_queued(impl, sizes, runner, results):
                         if index not in chosen]
             return times
 
-        def cancel_restore():
-            for jobid in cancelled:
-                _check(svc.getStatus(jobid) == 'cancelled',
-                       'cancel: not cancelled')
-            cancelled.clear()
-            top_up(n)
-            tidy()
+        def restorer(done, status, message):
+            """Check that the jobs of a round reached ``status``, then
+            bring the service back to N jobs."""
+            def restore():
+                for jobid in done:
+                    _check(svc.getStatus(jobid) == status, message)
+                done.clear()
+                top_up(n)
+                tidy()
+            return restore
 
-        results['cancel'][n] = runner.run(n, cancel_round, cancel_restore)
+        results['cancel'][n] = runner.run(
+            n, cancel_round,
+            restorer(cancelled, 'cancelled', 'cancel: not cancelled'))
 
         # processNext: the oldest queued jobs run; new ones replace them.
         ran = []
@@ -250,15 +255,10 @@ def bench_queued(impl, sizes, runner, results):
             del alive[:k]
             return times
 
-        def next_restore():
-            for jobid in ran:
-                _check(svc.getStatus(jobid) == 'completed',
-                       'processNext did not run the oldest job')
-            ran.clear()
-            top_up(n)
-            tidy()
-
-        results['pn_queued'][n] = runner.run(n, next_round, next_restore)
+        results['pn_queued'][n] = runner.run(
+            n, next_round,
+            restorer(ran, 'completed',
+                     'processNext did not run the oldest job'))
 
 
 def bench_cron(impl, sizes, runner, results):

@@ -11,6 +11,7 @@ from ZODB.POSException import ReadConflictError
 
 import zodbtasks
 from zodbtasks import processor as processing
+from zodbtasks import writes
 from zodbtasks._trees import ShardedSet
 from zodbtasks._testing import waitFor
 from zodbtasks.context import current
@@ -407,7 +408,7 @@ def test_what_a_run_writes_is_the_job_and_its_finished_bucket(db):
         tm.begin()
         key = rnd.randrange(1 << shift)
         ids.insert(key)
-        written = processing._writtenOids(conn)
+        written = writes.written_oids(conn)
         path = {node._p_oid for node in ids.nodesWrittenBy(key)}
         assert written and written <= path, n
         splits += len(written) > 1
@@ -636,8 +637,8 @@ def test_each_step_uses_the_thread_transaction_manager(stored, ran):
 def claimGroups(db, ids):
     """Sizes of the groups of jobs that were claimed in one transaction."""
     with opened(db) as service:
-        started = [service.jobs[i].started for i in ids]
-    return sorted((started.count(t) for t in set(started)), reverse=True)
+        claimed = [service.jobs[i].claimed for i in ids]
+    return sorted((claimed.count(t) for t in set(claimed)), reverse=True)
 
 
 def ticking():
@@ -924,17 +925,23 @@ def test_stopping_records_the_outcomes_in_hand(stored):
     assert proc.stats == {'completed': 3}
 
 
-def test_an_outcome_that_cannot_be_recorded_fails_its_job(stored):
-    """An outcome whose recording raises (here: an event subscriber) does
-    not stop the loop or the other outcomes; its job fails with the
-    error."""
-    from zodbtasks.interfaces import IJobCompleted
+def refuseToRecord(monkeypatch, failures_too=False):
+    """Make recording the outcome of a job whose input is 'bad' raise."""
+    record = zodbtasks.TaskService.recordOutcome
 
-    def picky(event):
-        if event.job.input == 'bad':
-            raise RuntimeError('the subscriber refused it')
+    def picky(service, jobid, token, outcome, release=False):
+        if service.jobs[jobid].input == 'bad' and (
+                failures_too or not outcome.failed):
+            raise RuntimeError('the service refused it')
+        return record(service, jobid, token, outcome, release)
+    monkeypatch.setattr(zodbtasks.TaskService, 'recordOutcome', picky)
 
-    zope.component.provideHandler(picky, (IJobCompleted,))
+
+def test_an_outcome_that_cannot_be_recorded_fails_its_job(stored,
+                                                          monkeypatch):
+    """An outcome whose recording raises does not stop the loop or the
+    other outcomes; its job fails with the error."""
+    refuseToRecord(monkeypatch)
     register('t', lambda service, jobid, input: input)
     ids = add(stored, 't', 'good', 'bad', 'fine')
     proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
@@ -943,22 +950,38 @@ def test_an_outcome_that_cannot_be_recorded_fails_its_job(stored):
     with opened(stored) as service:
         assert [service.getStatus(i) for i in ids] == [
             'completed', 'error', 'completed']
-        assert 'the subscriber refused it' in service.getError(ids[1])
+        assert 'the service refused it' in service.getError(ids[1])
+
+
+def test_events_of_a_worker_are_told_after_its_commit(stored, caplog):
+    """Subscribers hear of a worker's changes once they are committed, so
+    that no subscriber runs while leases are at stake; one that fails is
+    logged and changes nothing."""
+    from zodbtasks.interfaces import IJobCompleted
+    seen = []
+
+    def look(event):
+        with opened(stored) as service:     # another connection
+            seen.append(service.getStatus(event.job.id))
+        if event.job.input == 'bad':
+            raise RuntimeError('the subscriber fails')
+
+    zope.component.provideHandler(look, (IJobCompleted,))
+    register('t', lambda service, jobid, input: input)
+    ids = add(stored, 't', 'good', 'bad', 'fine')
+    proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                           clock=ticking(), batchBelow=60)
+    proc()
+    assert seen == ['completed'] * 3
+    assert statusesSeen(stored, ids) == ['completed'] * 3
+    assert 'the subscriber fails' in caplog.text
 
 
 def test_an_outcome_that_cannot_be_recorded_nor_failed_is_left_to_its_lease(
-        stored):
+        stored, monkeypatch):
     """When even failing the job raises, the loop goes on: the job stays
     held until its lease expires, and the others are recorded."""
-    from zodbtasks.interfaces import IJobCompleted
-    from zodbtasks.interfaces import IJobFailed
-
-    def refuses(event):
-        if event.job.input == 'bad':
-            raise RuntimeError('no, never')
-
-    zope.component.provideHandler(refuses, (IJobCompleted,))
-    zope.component.provideHandler(refuses, (IJobFailed,))
+    refuseToRecord(monkeypatch, failures_too=True)
     register('t', lambda service, jobid, input: input)
     ids = add(stored, 't', 'good', 'bad', 'fine', 'after')
     proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=False,

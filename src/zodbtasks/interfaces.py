@@ -52,8 +52,12 @@ class IJob(Interface):
     traceback = Attribute("The full traceback of the last failure, or None.")
     status = Attribute("One of the status strings in this module.")
     created = Attribute("When the job was added (seconds since the epoch).")
+    claimed = Attribute("When a worker last claimed it, or None.")
     started = Attribute("When the last run began, or None.")
     completed = Attribute("When the last run ended, or None.")
+    lostLeases = Attribute("How many runs in a row lost their lease.")
+    waitingForTask = Attribute("The task that the workers which claimed it "
+                               "could not find, or None.")
     attempts = Attribute("How many runs were started, retries included.")
     retried = Attribute("How many failed runs in a row were retried.")
     failures = Attribute("The latest failures, as (time, message) pairs.")
@@ -298,6 +302,13 @@ class IOutcome(Interface):
         "Seconds before a retry, as the task's `Retry` asked; else None.")
     log = Attribute("The job's log as the run left it (a tuple of lines).")
     progress = Attribute("The job's progress as the run left it.")
+
+
+class TaskMissing(LookupError):
+    """A worker cannot find the task of the job it claimed.
+
+    Another worker may have it, so the job is given back rather than failed.
+    """
 
 
 class LeaseLost(Exception):

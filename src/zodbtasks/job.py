@@ -94,10 +94,22 @@ class Lease(persistent.Persistent):
     another transaction while the task runs, does not write the job.
     """
 
-    def __init__(self, token, worker, expires):
+    #: When the database learnt that the run began, or None for a claim
+    #: that, as far as the database knows, has not started. Leases stored
+    #: before claims were told apart from runs count as started.
+    started = 0.0
+    #: Where the job waited before it was claimed, to give back a claim that
+    #: never started: (index name, key, why it waited, when it was due).
+    place = None
+
+    def __init__(self, token, worker, expires, claimed=None, started=None,
+                 place=None):
         self.token = token
         self.worker = worker
         self.expires = expires
+        self.claimed = claimed
+        self.started = started
+        self.place = place
         self.key = None     # the key of its entry in the service's index
 
     def __repr__(self):
@@ -111,9 +123,13 @@ class Job(persistent.Persistent):
     output = None
     error = None
     traceback = None
+    claimed = None        # when a worker last claimed it
     started = None
     completed = None
     attempts = 0          # runs started, including retries and lost runs
+    lostLeases = 0        # runs in a row whose worker lost the lease
+    waitingForTask = None  # the task no worker that claimed it could find
+    missingSince = None   # when a worker first could not find it
     retried = 0           # failed runs in a row that were retried
     failures = ()         # ((time, message), ...) of the latest failures
     log = ()
@@ -135,6 +151,8 @@ class Job(persistent.Persistent):
     retryBackoff = 2
     retryMaxDelay = 3600
     ttl = None
+    timeout = None
+    maxLostLeases = 3
 
     def __init__(self, id, task, input, created=None):
         self.id = id

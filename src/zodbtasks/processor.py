@@ -4,67 +4,91 @@ A processor works on a database, not on an object: it is given the database
 and the path of the service from the database root (``'app/tasks'``), opens
 its own connections and runs every step in a transaction of its own:
 
-1. **claim** -- a short transaction that takes one or more due jobs off the
-   queue under a lease (`TaskService.claimNextJob`) and commits at once, so
-   that no worker holds the service's busy objects while a task runs;
+1. **step** -- a short transaction that records the outcomes waiting (see
+   below), gives back claims it will not run, and claims due jobs under
+   leases (`TaskService.claimJobs`). It commits at once, so that no worker
+   holds the service's busy objects while a task runs.
 2. **run** -- one transaction per job that runs its task
-   (`TaskService.runClaimed` with the lease's token). If the task changed
-   the database, the outcome is recorded (`TaskService.recordOutcome`) and
-   committed with its work. If it left nothing to commit, the loop aborts
-   that transaction and records the outcome with its next claim: a batch
-   of fast jobs costs one commit.
+   (`TaskService.runClaimed`). If the task changed the database, the
+   outcome is recorded (`TaskService.recordOutcome`) and committed with its
+   work. If it left nothing to commit, the transaction is aborted and the
+   outcome waits in memory for the next step: a batch of fast jobs costs
+   one commit.
 
-`SimpleProcessor` runs one job at a time, `MultiProcessor` several, in a pool
-of threads. Both use the transaction manager of the thread they run in
-(``transaction.manager``), so a task may call ``transaction.savepoint()``,
-``transaction.doom()`` and the like as it would in a web request.
+The promise to a worker's jobs
+==============================
+
+* Nothing that may block -- log lines, event subscribers -- runs while a
+  step or a run is uncommitted. Events of a step are dispatched, and its
+  lines logged, after it committed.
+* While the worker lives, its claims stay leased: a heartbeat thread renews
+  every claim in hand after a third of its lease (``heartbeatInterval``).
+* A worker killed at any moment re-runs, once its leases have run out, at
+  most the jobs it was running plus ``maxUnrecorded`` jobs whose outcomes
+  waited unrecorded. The jobs it had claimed but not begun go back to
+  their place in the queue and do not count as runs.
+* The database learns that a run began from the step that precedes it or
+  from its heartbeat. A claim that runs out before that is given back
+  uncounted; a run that loses its lease counts against the job's
+  ``maxLostLeases``.
+* A run past its job's ``timeout`` is failed ("timed out after S s"); its
+  late outcome is discarded.
+* A job whose task this worker does not know is given back
+  (`TaskService.taskMissing`), for a worker that knows it.
+* When the storage is out of reach, the worker says so once at WARNING,
+  waits for it, and says when it is back.
 
 Conflicts
 =========
 
-A ``ConflictError`` when a claim commits is ordinary contention between
-workers: the claim is tried again, a few times, then the loop goes round.
+A ``ConflictError`` when a step commits is ordinary contention between
+workers: the step is tried again, a few times, then the loop goes round.
 
 When the run transaction fails to commit with a conflict, running the task
 again would repeat whatever it did outside the database (mail sent, lines
-written to a file). So the processor looks at what the transaction wrote:
-
-* The run itself writes only the job and the bucket(s) of the finished-jobs
-  set that the job's id goes to. If the task wrote nothing else, the outcome
-  is recorded again in a fresh transaction **without running the task**.
-* If the task changed persistent objects of its own, those changes are lost
-  with the failed commit and the task is **run again** -- the ordinary ZODB
-  rule. Such tasks must tolerate repeating their external effects.
-* In both cases the fresh transaction first checks that the job is still
-  held under this worker's lease; if not (it was cancelled, or the lease
-  expired and another worker took the job), the outcome is dropped and the
-  loss is logged at INFO level.
-
-After ``attempts`` tries the job is failed with a message that says so. A
-task that dooms its transaction, or any other error when the run commits,
-fails the job in a fresh transaction; it is never run again by that worker.
+written to a file). So the processor looks at what the transaction wrote
+(`zodbtasks.writes`): if the task wrote nothing but its outcome, the
+outcome is recorded again in a fresh transaction **without running the
+task**; if it changed persistent objects of its own, those changes are lost
+with the failed commit and the task is **run again** -- the ordinary ZODB
+rule. In both cases the fresh transaction first checks that the job is
+still held under this worker's lease. A ``ClientDisconnected`` at commit
+leaves the commit's fate unknown: a task that wrote may then run again.
+After ``attempts`` tries the job is failed with a message that says so.
 """
-import atexit
 import collections
-import copy
-import io
 import logging
 import os
-import pickle
+import queue
 import random
 import socket
 import threading
 import time
 import traceback
 
-import persistent
 import transaction
+import zope.event
 from transaction.interfaces import DoomedTransaction
 from transaction.interfaces import TransientError
 
+from zodbtasks import writes
 from zodbtasks.context import appendLog
+from zodbtasks.heartbeats import Claim
+from zodbtasks.heartbeats import Heartbeats
 from zodbtasks.interfaces import LeaseLost
+from zodbtasks.interfaces import TaskMissing
+from zodbtasks.paths import SITE_MANAGER  # noqa: F401 (the old home)
+from zodbtasks.paths import findServicePath  # noqa: F401
+from zodbtasks.paths import splitPath
+from zodbtasks.paths import traverse
+from zodbtasks.recorder import DEFAULT_LIMIT
+from zodbtasks.recorder import Unrecorded
 from zodbtasks.service import Outcome
+from zodbtasks.threads import isProcessing  # noqa: F401
+from zodbtasks.threads import running  # noqa: F401
+from zodbtasks.threads import startProcessing  # noqa: F401
+from zodbtasks.threads import stopAll  # noqa: F401
+from zodbtasks.threads import stopProcessing  # noqa: F401
 
 log = logging.getLogger('zodbtasks.processor')
 #: One line per finished job goes to this logger, at INFO level.
@@ -72,143 +96,52 @@ jobLog = logging.getLogger('zodbtasks.jobs')
 
 _HOST = socket.gethostname()
 _GAVE_UP = object()      # what `SimpleProcessor._transact` returns then
+_MISSING = object()      # a run given back: its task is not known here
 
 
-def splitPath(path):
-    """The keys of a service path: ``'a/b'`` or ``('a', 'b')`` -> a tuple."""
-    if isinstance(path, str):
-        keys = tuple(part for part in path.split('/') if part)
-    elif isinstance(path, (tuple, list)):
-        keys = tuple(path)
-        if not all(isinstance(key, str) and key for key in keys):
-            raise TypeError('a service path must be made of non-empty '
-                            'strings, not %r' % (path,))
-    else:
-        raise TypeError('a service path is a string like "app/tasks" or a '
-                        'tuple of keys, not %r' % (path,))
-    if not keys:
-        raise ValueError('a service path needs at least one key, got %r'
-                         % (path,))
-    return keys
-
-
-#: The path key that steps from a site to its site manager.
-SITE_MANAGER = '++etc++site'
-
-
-def traverse(root, keys):
-    """The object at ``keys`` below ``root``; KeyError names what is missing.
-
-    Each key is an item (``obj[key]``) or else an attribute; the key
-    ``++etc++site`` steps into a site's site manager.
-    """
-    obj = root
-    for depth, key in enumerate(keys):
-        try:
-            if key == SITE_MANAGER and hasattr(obj, 'getSiteManager'):
-                obj = obj.getSiteManager()
-                continue
-            obj = obj[key]
-        except (KeyError, TypeError, AttributeError):
-            try:
-                obj = getattr(obj, key)
-            except AttributeError:
-                raise KeyError('no %r at /%s in the database' % (
-                    key, '/'.join(keys[:depth]))) from None
-    return obj
-
-
-def _writtenOids(conn):
-    """The oids that the connection's transaction would write, so far."""
-    oids = {obj._p_oid for obj in conn._registered_objects}
-    saved = conn._savepoint_storage
-    if saved is not None:
-        oids.update(oid for oid in saved.index if oid not in saved.creating)
-    oids.discard(None)
-    return oids
-
-
-def _leftWork(conn, txn, jobOid):
-    """Whether a task left work in ``txn`` beyond what it told its job:
-    objects written, another data manager joined, or commit hooks."""
-    if _writtenOids(conn) - {jobOid}:
-        return True
-    if any(resource is not conn for resource in txn._resources):
-        return True
-    return bool(list(txn.getBeforeCommitHooks())
-                or list(txn.getAfterCommitHooks()))
-
-
-class _Sink:
-    """A file that keeps nothing: for pickling only to look."""
-
-    def write(self, data):
-        return len(data)
-
-
-class _ByOid(pickle.Pickler):
-    """Pickles stored persistent objects as their oids."""
-
-    def persistent_id(self, obj):
-        if isinstance(obj, persistent.Persistent) and obj._p_oid is not None:
-            return obj._p_oid
-        return None
-
-
-class _Found(Exception):
-    pass
-
-
-class _PersistentFinder(pickle.Pickler):
-    # reducer_override is not called for plain ints, strings, lists and the
-    # like, so a look at a large plain output costs what pickling it does.
-    def reducer_override(self, obj):
-        if isinstance(obj, persistent.Persistent):
-            raise _Found
-        return NotImplemented
-
-
-def _jobState(job):
-    """A job's state but for what a task tells it (log and progress), as
-    bytes: a change to an attribute, in place or not, changes them."""
-    state = dict(job.__getstate__())
-    state.pop('log', None)
-    state.pop('progress', None)
-    out = io.BytesIO()
-    _ByOid(out, 3).dump(sorted(state.items()))
-    return out.getvalue()
-
-
-def _rebound(outcome, conn):
-    """``outcome``, with the stored objects its output and progress refer
-    to taken from ``conn``: only the connection that loaded an object may
-    store a reference to it, and the outcome is recorded by another."""
-    try:
-        _PersistentFinder(_Sink(), 3).dump((outcome.output, outcome.progress))
-        return outcome
-    except _Found:
-        pass
-    out = io.BytesIO()
-    _ByOid(out, 3).dump((outcome.output, outcome.progress))
-    unpickler = pickle.Unpickler(io.BytesIO(out.getvalue()))
-    unpickler.persistent_load = conn.get
-    rebound = copy.copy(outcome)
-    rebound.output, rebound.progress = unpickler.load()
-    return rebound
+def disconnected(error):
+    """Whether ``error`` says that the storage is out of reach (ZEO's
+    ClientDisconnected, a database driver's lost connection)."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {'ClientDisconnected', 'DisconnectedError',
+                         'OperationalError', 'InterfaceError'})
 
 
 class _Run:
-    """A run in a worker's hands: the job, its lease and the outcome."""
+    """A run in a worker's hands: its claim, job and outcome."""
 
-    def __init__(self, jobid, token, task, attempts, outcome, seconds=None):
-        self.jobid = jobid
-        self.token = token
+    def __init__(self, claim, task, attempts, outcome):
+        self.claim = claim
+        self.jobid = claim.jobid
+        self.token = claim.token
         self.task = task
         self.attempts = attempts
         self.outcome = outcome
-        self.seconds = seconds
+        self.seconds = None
         self.status = None      # once recorded
         self.ended = time.monotonic()
+
+
+class _Said:
+    """Log lines and events kept while a transaction is open, to be
+    delivered once it has ended."""
+
+    def __init__(self):
+        self.lines = []
+        self.events = []
+
+    def __call__(self, level, message, *args, logger=log):
+        self.lines.append((logger, level, message, args))
+
+    def deliver(self):
+        for logger, level, message, args in self.lines:
+            logger.log(level, message, *args)
+        for event in self.events:
+            try:
+                zope.event.notify(event)
+            except Exception:
+                log.exception('an event subscriber failed on %r', event)
+        self.lines, self.events = [], []
 
 
 class SimpleProcessor:
@@ -221,43 +154,35 @@ class SimpleProcessor:
     ``lease`` (seconds a claim lasts; default: the job's, else the
     service's), ``untilIdle`` (end the loop when the service is idle),
     ``attempts`` (tries per transaction on conflicts), ``name`` (the worker
-    name stored on leases; default ``host:pid:thread``) and
-    ``heartbeatInterval`` (extend the leases of running jobs every so many
-    seconds, in a thread of the processor; default None: tasks heartbeat
-    themselves) and ``spread`` (take queued jobs from the heads of random
-    lanes, roughly in order, so that workers claiming at once rarely want
-    the same job; default False: the oldest first).
+    name stored on leases; default ``host:pid:thread``),
+    ``heartbeatInterval`` (seconds between renewals of each claim's lease;
+    default ``'auto'``, a third of the lease; None or 0: only when tasks
+    call ``heartbeat()``), ``spread`` (take queued jobs from the heads of
+    random lanes, roughly in order, so that workers claiming at once rarely
+    want the same job; default False: the oldest first).
 
     Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
     0.01), the loop claims up to ``batch`` jobs (64) in one transaction,
     doubling from 1, and runs them one after the other; a slower job brings
-    it back to one. A claimed job whose lease is half gone when its turn
-    comes is heartbeat first, and skipped if its lease was lost. The jobs of
-    a batch count as "in hand" when the loop is stopped. When a claim of
-    fast jobs empties the queue, the loop waits ``linger`` seconds (0.02)
-    before it claims again, so that jobs added one by one meanwhile are
-    claimed together rather than each in a commit of its own.
+    it back to one. When a claim of fast jobs empties the queue, the loop
+    waits ``linger`` seconds (0.02) before it claims again, so that jobs
+    added one by one meanwhile are claimed together.
 
-    Outcomes recorded together (``groupOutcomes``, default True): the loop
-    runs each task in a transaction of its own, but when the task left
-    nothing to commit (it wrote no object, joined no other data manager and
-    added no commit hook; what it told its job's log and progress is kept
-    apart), that transaction is aborted and the outcome waits, in memory,
-    to be recorded with the next claim, in one commit for a whole batch.
-    Outcomes wait at most ``settleWithin`` seconds (0.2) while more jobs of
-    the batch run, and are recorded when the loop ends. A worker killed
-    before that loses them: the leases expire and the jobs run again, as
-    they would if it were killed while they ran. Jobs that run at most once,
-    and tasks that write, commit their own run at once.
+    Outcomes recorded together (``groupOutcomes``, default True): when a
+    task left nothing to commit, its outcome waits, in memory, for the next
+    step; at most ``maxUnrecorded`` of them (8) and at most
+    ``settleWithin`` seconds (0.2) while more jobs run. That number is the
+    worker's crash window (see the module docstring). Jobs that run at most
+    once, and tasks that write, commit their own run at once.
     """
 
     maxThreads = 1
 
     def __init__(self, db, servicePath, waitTime=1.0, clock=None, lease=None,
                  untilIdle=False, attempts=5, name=None,
-                 heartbeatInterval=None, transactionManager=None, batch=64,
+                 heartbeatInterval='auto', transactionManager=None, batch=64,
                  batchBelow=0.01, spread=False, groupOutcomes=True,
-                 settleWithin=0.2, linger=0.02):
+                 settleWithin=0.2, linger=0.02, maxUnrecorded=DEFAULT_LIMIT):
         self.db = db
         self.servicePath = splitPath(servicePath)
         self.waitTime = waitTime
@@ -266,7 +191,6 @@ class SimpleProcessor:
         self.untilIdle = untilIdle
         self.attempts = attempts
         self.name = name
-        self.heartbeatInterval = heartbeatInterval
         self.transaction_manager = transactionManager or transaction.manager
         self.running = False
         self.stats = collections.Counter()
@@ -276,21 +200,30 @@ class SimpleProcessor:
         self.batchBelow = batchBelow
         self.spread = spread
         self.groupOutcomes = groupOutcomes
-        self.settleWithin = settleWithin
         self.linger = linger
         self._batch = 1
-        # Reentrant: `stop` may run in a signal handler of the loop's thread.
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._pending = []         # runs whose outcomes wait to be recorded
-        self._claiming = threading.Lock()
         self._stopRequested = False
-        self._tokens = {}          # jobid -> lease token, claimed not run
-        self._inHand = {}          # jobid -> [token, last heartbeat]
+        self._tokens = {}          # jobid -> Claim, claimed not run
+        self._unrecorded = Unrecorded(maxUnrecorded, settleWithin)
+        self._down = None          # since when the storage is out of reach
+        interval = (None if heartbeatInterval == 'auto'
+                    else heartbeatInterval or 0)
+        self.heartbeatInterval = heartbeatInterval
+        self._beats = Heartbeats(self._renew, self._timedOut, interval)
 
     def __repr__(self):
         return '<%s for %s>' % (type(self).__name__, '/'.join(self.servicePath))
+
+    @property
+    def maxUnrecorded(self):
+        return self._unrecorded.limit
+
+    @property
+    def settleWithin(self):
+        return self._unrecorded.settleWithin
 
     # -- the API of the reference processors --------------------------------
 
@@ -307,13 +240,13 @@ class SimpleProcessor:
 
         Run it with ``processNext(jobid)``.
         """
-        claimed = self._claim(1)
+        claimed = self._step(1, start=1)
         if not claimed:
             return None
-        jobid, token = claimed[0][:2]
+        claim = claimed[0]
         with self._lock:
-            self._tokens[jobid] = token
-        return jobid
+            self._tokens[claim.jobid] = claim
+        return claim.jobid
 
     def processNext(self, jobid=None):
         """Run one job and return whether one ran.
@@ -324,20 +257,21 @@ class SimpleProcessor:
         does.
         """
         if jobid is None:
-            claimed = self._claim(1)
+            claimed = self._step(1, start=1)
             if not claimed:
                 return False
-            self._runJob(*claimed[0][:2])
+            self._runJob(claimed[0])
             return True
         with self._lock:
-            token = self._tokens.pop(jobid, None)
-        if token is not None:
-            self._runJob(jobid, token)
+            claim = self._tokens.pop(jobid, None)
+        if claim is not None:
+            self._runJob(claim)
             return True
         return self._unleased(jobid)
 
     def stop(self):
-        """Ask the loop to end after the job in hand."""
+        """Ask the loop to end after the job(s) running; the jobs claimed
+        but not begun are given back at once."""
         self._stopRequested = True
         self.running = False
         self._wake.set()
@@ -349,55 +283,55 @@ class SimpleProcessor:
         if self._stopRequested:
             return
         self.running = True
-        beating = self._helper(self.heartbeatInterval, self._beatLoop,
-                               'heartbeats')
-        settling = self._helper(self.groupOutcomes, self._settleLoop,
-                                'settler')
+        self._beats.start('%s heartbeats' % self)
+        settler = threading.Thread(target=self._settleLoop, daemon=True,
+                                   name='%s settler' % self)
+        settler.start()
         try:
             self._loop()
         finally:
+            self.running = False
+            self._stopRequested = True
+            self._wake.set()
+            with self._changed:
+                self._changed.notify_all()
+            settler.join()
             try:
                 self._settleAll()
             finally:
-                self.running = False
-                self._stopRequested = True
-                self._wake.set()
-                with self._changed:
-                    self._changed.notify_all()
-                for thread in (beating, settling):
-                    if thread is not None:
-                        thread.join()
-
-    def _helper(self, wanted, target, what):
-        """Start a daemon thread running ``target`` if ``wanted``."""
-        if not wanted:
-            return None
-        thread = threading.Thread(target=target, daemon=True,
-                                  name='%s %s' % (self, what))
-        thread.start()
-        return thread
+                self._beats.stop()
 
     def _loop(self):
         failures = 0
         while self._going():
-            claimed = self._claim(self._batch)
+            claimed = self._step(self._batch, start=1)
             if claimed is None:
                 failures += 1
                 self._pause(failures)
                 continue
             failures = 0
             if claimed:
-                wanted = self._batch
-                for item in claimed:        # all of them are in hand
-                    if self._settleDue():
-                        self._claim(0)
-                    self._runJob(*item, group=self.groupOutcomes)
-                if len(claimed) < wanted and self._batch > 1:
+                self._runBatch(claimed)
+                if len(claimed) < self._batch and self._batch > 1:
                     self._linger()
-            elif self.untilIdle and self.isIdle():
+            elif self.untilIdle and not len(self._unrecorded) \
+                    and self.isIdle():
                 break
             else:
                 self._wake.wait(self.waitTime)
+
+    def _runBatch(self, claimed):
+        """Run the claims of a batch in order; give back the rest when the
+        loop is stopped."""
+        for n, claim in enumerate(claimed):
+            if not self._going():
+                self._giveBack(claimed[n:])
+                return
+            if n and (self._unrecorded.full() or self._unrecorded.due()):
+                # Record what waits; the database learns that this run
+                # begins.
+                self._step(mark=[claim])
+            self._runJob(claim, self.groupOutcomes, flush=False)
 
     def _linger(self):
         """The queue ran dry while jobs run fast: let the next ones gather
@@ -409,8 +343,12 @@ class SimpleProcessor:
         return self.running and not self._stopRequested
 
     def _pause(self, failures):
-        """Wait after a step failed: longer the more failed in a row."""
-        if failures > 1:
+        """Wait after a step failed: longer the more failed in a row, but
+        briefly while the storage is out of reach, to record the outcomes
+        waiting as soon as it is back."""
+        if self._down is not None:
+            self._wake.wait(min(self.waitTime, 0.2))
+        elif failures > 1:
             self._wake.wait(min(60.0, self.waitTime * 2 ** min(failures, 8)))
 
     # -- transactions ---------------------------------------------------------
@@ -444,364 +382,30 @@ class SimpleProcessor:
     def _backoff(self, attempt):
         time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
 
-    def _claim(self, count, tm=None):
-        """Record the outcomes waiting, and claim up to ``count`` due jobs,
-        in one transaction (of ``tm``, default the processor's).
-
-        Returns a list of (jobid, token, claimed at, lease expires), or None
-        if the claim failed (it was logged).
-        """
-        # One at a time: the loop's claims and the settler's must not record
-        # the same outcome twice.
-        with self._claiming:
-            return self._claimOnce(count, tm)
-
-    def _claimOnce(self, count, tm):
-        with self._lock:
-            pending = list(self._pending)
-        last = None
-        unrecordable = False
-        for attempt in range(self.attempts):
-            try:
-                conn, tm = self._open(tm)
-            except Exception:
-                log.exception('cannot open a connection to claim jobs')
-                return None
-            try:
-                service = self.service(conn)
-                service.prefetch(run.jobid for run in pending)
-                dropped = self._recordAll(service, pending)
-                now = self.clock()
-                claimed = []
-                for jobid in service.claimJobs(now, count, self._workerName(),
-                                               self.lease, self.spread):
-                    lease = service.jobs[jobid].lease
-                    claimed.append((jobid, lease.token, now, lease.expires))
-                tm.commit()
-                self._settled(pending, dropped)
-                return claimed
-            except TransientError as error:
-                tm.abort()
-                last = error
-                self._count('claim')
-                log.debug('claim attempt %d conflicted: %s', attempt + 1,
-                          error)
-                self._backoff(attempt)
-            except Exception:
-                tm.abort()
-                if not pending:
-                    log.exception('claiming jobs from /%s failed',
-                                  '/'.join(self.servicePath))
-                    return None
-                # Maybe an outcome that cannot be recorded: record each on
-                # its own, then claim again.
-                log.warning('recording %d outcomes with a claim failed; '
-                            'recording them one by one', len(pending),
-                            exc_info=True)
-                unrecordable = True
-                break
-            except BaseException:
-                tm.abort()
-                raise
-            finally:
-                conn.close()
-        if unrecordable:
-            for run in pending:
-                self._recordAlone(run, tm)
-            return self._claimOnce(count, tm)
-        log.debug('claiming from /%s gave up after %d conflicts: %s',
-                 '/'.join(self.servicePath), self.attempts, last)
-        return []
-
-    # -- outcomes waiting to be recorded --------------------------------------
-
-    def _recordAll(self, service, runs):
-        """Record the outcomes of ``runs``; return those whose lease is
-        gone (nothing is written for them)."""
-        dropped = []
-        for run in runs:
-            try:
-                service.recordOutcome(run.jobid, run.token,
-                                      _rebound(run.outcome, service._p_jar),
-                                      release=True)
-            except LeaseLost:
-                dropped.append(run)
-            else:
-                run.status = service.jobs[run.jobid].status
-        return dropped
-
-    def _settled(self, runs, dropped):
-        """``runs`` were committed (but ``dropped``): report them."""
-        if not runs:
-            return
-        with self._lock:
-            done = set(map(id, runs))
-            self._pending = [run for run in self._pending
-                             if id(run) not in done]
-        lost = set(map(id, dropped))
-        for run in runs:
-            if id(run) in lost:
-                log.info('dropped the outcome of job %s: its lease is gone',
-                         run.jobid)
-                run.status = None
-            self._report(run)
-
-    def _settleDue(self):
-        """Whether the oldest outcome waiting has waited long enough."""
-        with self._lock:
-            return bool(self._pending) and (
-                time.monotonic() - self._pending[0].ended
-                >= self.settleWithin)
-
-    def _settleAll(self):
-        """Record the outcomes waiting, trying a few times."""
-        with self._claiming:
-            for attempt in range(self.attempts):
-                with self._lock:
-                    if not self._pending:
-                        return
-                if self._claimOnce(0, None) is None:
-                    break
-            with self._lock:
-                left = list(self._pending)
-            for run in left:
-                self._recordAlone(run)
-
-    def _recordAlone(self, run, tm=None):
-        """Record one outcome in a transaction of its own; if that fails,
-        fail the job; if that fails too, leave it to its lease."""
-        def record(service):
-            return self._recordAll(service, [run])
-        try:
-            try:
-                dropped = self._transact(record, tm=tm)
-            except Exception as error:
-                log.exception('recording the outcome of job %s failed',
-                              run.jobid)
-                failed = self._fail(
-                    run.jobid, run.token, '%s while recording the outcome: '
-                    '%s' % (type(error).__name__, error),
-                    traceback.format_exc(), tm=tm)
-                run.status = None if failed is None else failed.status
-            else:
-                if dropped is _GAVE_UP:
-                    log.error('could not record the outcome of job %s for '
-                              'conflicts; its lease will expire and it will '
-                              'run again', run.jobid)
-                    run.status = None
-                elif dropped:
-                    log.info('dropped the outcome of job %s: its lease is '
-                             'gone', run.jobid)
-                    run.status = None
-        except Exception:
-            log.exception('could not record job %s at all; its lease will '
-                          'expire and it will run again', run.jobid)
-            run.status = None
-        finally:
-            with self._lock:
-                self._pending = [p for p in self._pending if p is not run]
-        self._report(run)
-
-    # -- the settler: outcomes do not wait for a long run -------------------
-
-    def _settleLoop(self):
-        """Record the outcomes that waited ``settleWithin`` seconds while
-        the loop runs a long job, in a transaction manager of its own."""
-        tm = transaction.TransactionManager()
-        while not self._stopRequested:
-            self._wake.wait(self.settleWithin / 2 or 0.01)
-            if self._settleDue() and not self._stopRequested:
-                try:
-                    self._claim(0, tm)
-                except Exception:
-                    log.exception('recording the outcomes waiting failed')
-
-    # -- running a claimed job ------------------------------------------------
-
-    def _heartbeatFor(self, jobid, token):
-        """The function a running task calls to extend its lease."""
-        def heartbeat():
-            return self._heartbeat(jobid, token)
-        return heartbeat
-
-    def _heartbeat(self, jobid, token):
-        """Extend the lease in a connection and transaction of its own.
-
-        Returns the lease's new end, or None if it could not be written for
-        conflicts (the next heartbeat tries again). Raises LeaseLost.
-        """
-        tm = transaction.TransactionManager()
-        last = None
-        for attempt in range(self.attempts):
-            conn = self.db.open(transaction_manager=tm)
-            try:
-                tm.begin()
-                service = self.service(conn)
-                expires = service.heartbeat(jobid, token, self.clock(),
-                                            seconds=self.lease)
-                tm.commit()
-                with self._lock:
-                    if jobid in self._inHand:
-                        self._inHand[jobid][1] = time.monotonic()
-                return expires
-            except TransientError as error:
-                tm.abort()
-                last = error
-                self._count('heartbeat')
-                self._backoff(attempt)
-            except BaseException:
-                tm.abort()
-                raise
-            finally:
-                conn.close()
-        log.warning('could not extend the lease on job %s: %s', jobid, last)
-        return None
-
     def _count(self, step):
         with self._lock:
             self.conflicts[step] += 1
 
-    def _runJob(self, jobid, token, claimedAt=None, expires=None,
-                group=False):
-        """Run a job claimed under ``token``; return its `_Run` or None.
-
-        ``claimedAt`` and ``expires`` (clock times) say when the claim was
-        made and when its lease ends: a job that waited in a batch until
-        half of its lease was gone is heartbeat before it runs. With
-        ``group``, an outcome with nothing else to commit waits to be
-        recorded with the next claim (``run.status`` is None until then).
-        """
-        if claimedAt is not None and expires is not None \
-                and self.clock() >= (claimedAt + expires) / 2:
-            try:
-                self._heartbeat(jobid, token)
-            except LeaseLost as error:
-                log.info('dropped job %s before running it: %s', jobid, error)
-                with self._lock:
-                    self.stats['lost'] += 1
-                return None
-        started = time.monotonic()
-        heartbeat = self._heartbeatFor(jobid, token)
-        with self._lock:
-            self._inHand[jobid] = [token, started]
-        try:
-            run = self._runAttempts(jobid, token, heartbeat, group)
-        except Exception:
-            # The database is gone or broken: the lease will expire and the
-            # job will be given back.
-            log.exception('could not run job %s', jobid)
-            run = None
-        finally:
+    def _reached(self, said):
+        """The storage answered: say so if it was out of reach."""
+        if self._down is not None:
             with self._lock:
-                self._inHand.pop(jobid, None)
-        seconds = time.monotonic() - started
-        # Fast jobs: claim more at a time; a slow one: back to one.
+                since, self._down = self._down, None
+            if since is not None:
+                self.stats['outages'] += 1
+                said(logging.WARNING, 'storage of /%s reconnected after '
+                     '%.1f s', '/'.join(self.servicePath),
+                     time.monotonic() - since)
+
+    def _unreached(self, error, said):
         with self._lock:
-            self._batch = (min(self.batch, self._batch * 2)
-                           if seconds < self.batchBelow else 1)
-        if run is None:
-            with self._lock:
-                self.stats['lost'] += 1
-            return None
-        run.seconds = seconds
-        if run.status is None:
-            with self._changed:
-                self._pending.append(run)
-                self._changed.notify_all()
-        else:
-            self._report(run)
-        return run
-
-    def _report(self, run):
-        """Count a recorded run and log its line (or its loss)."""
-        with self._lock:
-            self.stats[run.status or 'lost'] += 1
-        if run.status is None:
-            return
-        outcome = run.outcome
-        jobLog.info('job %s %s %s in %.3fs (attempt %d)%s', run.jobid,
-                    run.task, run.status, run.seconds or 0.0, run.attempts,
-                    ': ' + outcome.error if outcome.failed else '')
-
-    def _runAttempts(self, jobid, token, heartbeat, group=False):
-        rerun = True
-        run = None
-        last = None
-        for attempt in range(self.attempts):
-            conn, tm = self._open()
-            txn = tm.get()
-            try:
-                service = self.service(conn)
-                if rerun:
-                    job = service.jobs[jobid]
-                    before = _jobState(job)
-                    outcome = service.runClaimed(jobid, token, self.clock(),
-                                                 heartbeat)
-                    run = _Run(jobid, token, job.task, job.attempts, outcome)
-                    replaced = tm.get() is not txn
-                    # What the task did that only this transaction can
-                    # commit: objects written (its job's log and progress
-                    # aside), or an outcome that refers to stored objects.
-                    rerun = (replaced or _leftWork(conn, txn, job._p_oid)
-                             or _jobState(job) != before)
-                    if group and not rerun and not job.atMostOnce \
-                            and not txn.isDoomed():
-                        tm.abort()
-                        return run      # to be recorded with the next claim
-                    if replaced:
-                        # The task committed or aborted: the lease was
-                        # checked in a transaction that is gone.
-                        self._checkLease(jobid, token)
-                        rerun = _leftWork(conn, tm.get(), job._p_oid)
-                service.recordOutcome(jobid, token,
-                                      _rebound(run.outcome, conn))
-                status = service.jobs[jobid].status
-                tm.commit()
-                run.status = status
-                return run
-            except LeaseLost as error:
-                tm.abort()
-                log.info('dropped the run of job %s: %s', jobid, error)
-                return None
-            except TransientError as error:
-                # From the task (rerun is still True) or from the commit.
-                tm.abort()
-                last = error
-                self._count('run')
-                log.debug('run of job %s conflicted (attempt %d, %s): %s',
-                          jobid, attempt + 1,
-                          'running the task again' if rerun
-                          else 'recording the outcome again', error)
-                self._backoff(attempt)
-            except DoomedTransaction:
-                tm.abort()
-                return self._fail(jobid, token, 'the task doomed its '
-                                  'transaction; nothing it did was committed')
-            except Exception as error:
-                tm.abort()
-                log.exception('committing the run of job %s failed', jobid)
-                return self._fail(jobid, token, '%s while committing the '
-                                  'run: %s' % (type(error).__name__, error),
-                                  traceback.format_exc())
-            except BaseException:
-                tm.abort()
-                raise
-            finally:
-                conn.close()
-        return self._fail(jobid, token, 'gave up after %d attempts that '
-                          'conflicted; last: %s' % (self.attempts, last))
-
-    def _checkLease(self, jobid, token):
-        """Raise LeaseLost unless the committed job is held under ``token``."""
-        tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
-            tm.begin()
-            service = self.service(conn)
-            service.checkLease(jobid, token)
-        finally:
-            tm.abort()
-            conn.close()
+            first = self._down is None
+            if first:
+                self._down = time.monotonic()
+        if first:
+            said(logging.WARNING, 'storage of /%s disconnected (%s: %s); '
+                 'waiting for it', '/'.join(self.servicePath),
+                 type(error).__name__, error)
 
     def _transact(self, func, step=None, tm=None):
         """Call ``func(service)`` in a transaction and commit it.
@@ -827,26 +431,480 @@ class SimpleProcessor:
                 conn.close()
         return _GAVE_UP
 
-    def _fail(self, jobid, token, message, tb=None, tm=None):
+    # -- steps: record, give back, claim --------------------------------------
+
+    def _step(self, count=0, start=0, mark=(), release=(), tm=None):
+        """One step: record the outcomes waiting, mark the claims ``mark``
+        as begun, give back ``release``, and claim up to ``count`` jobs of
+        which the first ``start`` begin at once.
+
+        Returns the new `Claim` objects, or None if the step failed. What it
+        has to say is said after its transaction ended.
+        """
+        said = _Said()
+        runs = self._unrecorded.take()
+        try:
+            result = self._stepOnce(runs, count, start, mark, release, tm,
+                                    said)
+        finally:
+            said.deliver()
+        return result
+
+    def _stepOnce(self, runs, count, start, mark, release, tm, said):
+        last = None
+        for attempt in range(self.attempts):
+            try:
+                conn, tm = self._open(tm)
+            except Exception as error:
+                self._unrecorded.putBack(runs)
+                self._failedStep(error, said)
+                return None
+            service = None
+            try:
+                service = self.service(conn)
+                service.keepEvents()
+                service.prefetch(run.jobid for run in runs)
+                dropped = self._recordAll(service, runs)
+                now = self.clock()
+                for claim in mark:
+                    self._tryLease(service.markStarted, claim, now)
+                    claim.started = True
+                for claim in release:
+                    self._tryLease(service.releaseClaim, claim, now)
+                claims = self._claimJobs(service, now, count, start)
+                events = service.takeEvents()
+                tm.commit()
+            except TransientError as error:
+                tm.abort()
+                if disconnected(error):
+                    self._unrecorded.putBack(runs)
+                    self._unreached(error, said)
+                    return None
+                last = error
+                self._count('claim')
+                self._backoff(attempt)
+                continue
+            except Exception as error:
+                tm.abort()
+                if runs and not disconnected(error):
+                    # Maybe an outcome that cannot be recorded: record each
+                    # on its own, then step again.
+                    said(logging.WARNING, 'recording %d outcomes with a '
+                         'claim failed (%s: %s); recording them one by one',
+                         len(runs), type(error).__name__, error)
+                    said.deliver()
+                    for run in runs:
+                        self._recordAlone(run, tm)
+                    return self._stepOnce([], count, start, mark, release,
+                                          tm, said)
+                self._unrecorded.putBack(runs)
+                self._failedStep(error, said)
+                return None
+            except BaseException:
+                tm.abort()
+                raise
+            finally:
+                if service is not None:
+                    service.takeEvents()
+                conn.close()
+            said.events.extend(events)
+            self._reached(said)
+            self._settled(runs, dropped, said)
+            for claim in claims:
+                self._beats.hold(claim)
+            return claims
+        self._unrecorded.putBack(runs)
+        said(logging.DEBUG, 'claiming from /%s gave up after %d conflicts: '
+             '%s', '/'.join(self.servicePath), self.attempts, last)
+        return []
+
+    def _failedStep(self, error, said):
+        if disconnected(error):
+            self._unreached(error, said)
+        else:
+            said(logging.ERROR, 'claiming jobs from /%s failed: %s',
+                 '/'.join(self.servicePath), traceback.format_exc())
+
+    def _tryLease(self, method, claim, now):
+        try:
+            method(claim.jobid, claim.token, now)
+        except LeaseLost:
+            self._beats.drop(claim)
+
+    def _claimJobs(self, service, now, count, start):
+        if not count:
+            return []
+        claims = []
+        ids = service.claimJobs(now, count, self._workerName(), self.lease,
+                                self.spread, start=start)
+        for n, jobid in enumerate(ids):
+            job = service.jobs[jobid]
+            lease = job.lease
+            claims.append(Claim(jobid, lease.token, lease.expires,
+                                lease.expires - now, job.timeout,
+                                started=n < start))
+        return claims
+
+    def _giveBack(self, claims):
+        """Give back claims that will not run, at once."""
+        if claims:
+            for claim in claims:
+                self._beats.drop(claim)
+            self._step(release=claims)
+
+    # -- outcomes waiting to be recorded --------------------------------------
+
+    def _recordAll(self, service, runs):
+        """Record the outcomes of ``runs``; return those whose lease is
+        gone (nothing is written for them)."""
+        dropped = []
+        for run in runs:
+            try:
+                service.recordOutcome(
+                    run.jobid, run.token,
+                    writes.rebound(run.outcome, service._p_jar), release=True)
+            except LeaseLost:
+                dropped.append(run)
+            else:
+                run.status = service.jobs[run.jobid].status
+        return dropped
+
+    def _settled(self, runs, dropped, said):
+        """``runs`` were committed (but ``dropped``): report them."""
+        lost = set(map(id, dropped))
+        for run in runs:
+            if id(run) in lost:
+                run.status = None
+                self._dropped(run, said)
+            self._report(run, said)
+
+    def _dropped(self, run, said):
+        if run.claim.timedOut:
+            said(logging.WARNING, 'discarded the late outcome of job %s: '
+                 'it timed out after %s s', run.jobid, run.claim.timeout)
+        else:
+            said(logging.INFO, 'dropped the outcome of job %s: its lease is '
+                 'gone', run.jobid)
+
+    def _settleAll(self):
+        """Record the outcomes waiting, trying a few times."""
+        for attempt in range(self.attempts):
+            if not len(self._unrecorded):
+                return
+            if self._step() is None and self._down is None:
+                break
+        for run in self._unrecorded.take():
+            self._recordAlone(run)
+
+    def _recordAlone(self, run, tm=None):
+        """Record one outcome in a transaction of its own; if that fails,
+        fail the job; if that fails too, leave it to its lease."""
+        def record(service):
+            return self._recordAll(service, [run])
+        said = _Said()
+        try:
+            dropped = self._transact(record, tm=tm)
+        except Exception as error:
+            said(logging.ERROR, 'recording the outcome of job %s failed: %s',
+                 run.jobid, traceback.format_exc())
+            try:
+                failed = self._fail(
+                    run.claim, '%s while recording the outcome: %s'
+                    % (type(error).__name__, error), traceback.format_exc(),
+                    tm=tm)
+            except Exception:
+                said(logging.ERROR, 'could not record job %s at all; its '
+                     'lease will expire and it will run again: %s',
+                     run.jobid, traceback.format_exc())
+                failed = None
+            run.status = None if failed is None else failed.status
+        else:
+            if dropped is _GAVE_UP:
+                said(logging.ERROR, 'could not record the outcome of job %s '
+                     'for conflicts; its lease will expire and it will run '
+                     'again', run.jobid)
+                run.status = None
+            elif dropped:
+                self._dropped(run, said)
+                run.status = None
+        self._report(run, said)
+        said.deliver()
+
+    def _settleLoop(self):
+        """Record the outcomes that waited ``settleWithin`` seconds while
+        the loop runs a long job, in a transaction manager of its own."""
+        tm = transaction.TransactionManager()
+        while not self._stopRequested:
+            self._wake.wait(self.settleWithin / 2 or 0.01)
+            if self._unrecorded.due() and not self._stopRequested:
+                try:
+                    self._step(tm=tm)
+                except Exception:
+                    log.exception('recording the outcomes waiting failed')
+
+    def _report(self, run, said):
+        """Count a recorded run and say its line (or its loss)."""
+        with self._lock:
+            self.stats[run.status or 'lost'] += 1
+        if run.status is None:
+            return
+        outcome = run.outcome
+        said(logging.INFO, 'job %s %s %s in %.3fs (attempt %d)%s', run.jobid,
+             run.task, run.status, run.seconds or 0.0, run.attempts,
+             ': ' + outcome.error if outcome.failed else '', logger=jobLog)
+
+    # -- heartbeats and time-outs ----------------------------------------------
+
+    def _renew(self, claim):
+        """Extend a claim's lease, in a connection and transaction of its
+        own (the heartbeat thread calls this)."""
+        return self._heartbeat(claim.jobid, claim.token,
+                               started=claim.began is not None)
+
+    def _heartbeat(self, jobid, token, started=True):
+        """Extend the lease; return its new end, or None if it could not be
+        written this time (the next heartbeat tries again). Raises
+        LeaseLost."""
+        tm = transaction.TransactionManager()
+        said = _Said()
+        try:
+            for attempt in range(self.attempts):
+                try:
+                    conn = self.db.open(transaction_manager=tm)
+                except Exception as error:
+                    self._unreached(error, said)
+                    return None
+                try:
+                    tm.begin()
+                    service = self.service(conn)
+                    expires = service.heartbeat(jobid, token, self.clock(),
+                                                seconds=self.lease,
+                                                started=started)
+                    tm.commit()
+                    self._reached(said)
+                    return expires
+                except TransientError as error:
+                    tm.abort()
+                    if disconnected(error):
+                        self._unreached(error, said)
+                        return None
+                    self._count('heartbeat')
+                    self._backoff(attempt)
+                except BaseException:
+                    tm.abort()
+                    raise
+                finally:
+                    conn.close()
+            said(logging.WARNING, 'could not extend the lease on job %s for '
+                 'conflicts', jobid)
+            return None
+        finally:
+            said.deliver()
+
+    def _timedOut(self, claim):
+        """A run went past its job's timeout: fail it (the heartbeat thread
+        calls this). The task goes on in its thread; its outcome will be
+        discarded."""
+        run = self._fail(claim, 'timed out after %s s' % claim.timeout)
+        if run is not None:
+            said = _Said()
+            self._report(run, said)
+            said.deliver()
+
+    # -- running a claimed job ------------------------------------------------
+
+    def _runJob(self, claim, group=False, flush=True):
+        """Run a claimed job; return its `_Run` or None.
+
+        A job whose turn came when half of its lease was gone is heartbeat
+        first (when heartbeats are off). With ``group``, an outcome with nothing else to
+        commit waits to be recorded by a later step (``run.status`` is None
+        until then); with ``flush``, such a step follows at once when
+        ``maxUnrecorded`` outcomes wait.
+        """
+        if self.clock() >= claim.expires - claim.length / 2:
+            try:
+                expires = self._heartbeat(claim.jobid, claim.token)
+            except LeaseLost as error:
+                self._beats.drop(claim)
+                log.info('dropped job %s before running it: %s',
+                         claim.jobid, error)
+                with self._lock:
+                    self.stats['lost'] += 1
+                return None
+            if expires is not None:
+                claim.expires = expires
+        self._beats.hold(claim)
+        self._beats.begin(claim)
+        began = time.monotonic()
+        try:
+            run = self._runAttempts(claim, group)
+        except Exception:
+            # The database is gone or broken: the lease will expire and the
+            # job will be given back.
+            log.exception('could not run job %s', claim.jobid)
+            run = None
+        seconds = time.monotonic() - began
+        with self._lock:
+            # Fast jobs: claim more at a time; a slow one: back to one.
+            self._batch = (min(self.batch, self._batch * 2)
+                           if seconds < self.batchBelow else 1)
+        if run is None or run is _MISSING:
+            self._beats.drop(claim)
+            if run is None:
+                with self._lock:
+                    self.stats['lost'] += 1
+            return None
+        run.seconds = seconds
+        if run.status is None:
+            if self._unrecorded.add(run) and flush:
+                self._step()
+            with self._changed:
+                self._changed.notify_all()
+        else:
+            self._beats.drop(claim)
+            said = _Said()
+            self._report(run, said)
+            said.deliver()
+        return run
+
+    def _runAttempts(self, claim, group):
+        jobid, token = claim.jobid, claim.token
+        rerun = True
+        run = None
+        last = None
+        for attempt in range(self.attempts):
+            conn, tm = self._open()
+            txn = tm.get()
+            try:
+                service = self.service(conn)
+                if rerun:
+                    job = service.jobs[jobid]
+                    before = writes.job_state(job)
+                    heartbeat = self._heartbeatFor(claim)
+                    started = self.clock()
+                    outcome = service.runClaimed(jobid, token, started,
+                                                 heartbeat, missing=True)
+                    outcome.completed = self.clock()
+                    run = _Run(claim, job.task, job.attempts, outcome)
+                    replaced = tm.get() is not txn
+                    # What the task did that only this transaction can
+                    # commit: objects written (its job's log and progress
+                    # aside), or an outcome that refers to stored objects.
+                    rerun = (replaced or writes.left_work(conn, txn, job._p_oid)
+                             or writes.job_state(job) != before)
+                    if group and not rerun and not job.atMostOnce \
+                            and not txn.isDoomed():
+                        tm.abort()
+                        return run      # to be recorded by a later step
+                    if replaced:
+                        # The task committed or aborted: the lease was
+                        # checked in a transaction that is gone.
+                        self._checkLease(jobid, token)
+                        rerun = writes.left_work(conn, tm.get(), job._p_oid)
+                if claim.timedOut:
+                    raise LeaseLost('the run timed out')
+                service.recordOutcome(jobid, token,
+                                      writes.rebound(run.outcome, conn))
+                status = service.jobs[jobid].status
+                tm.commit()
+                run.status = status
+                return run
+            except TaskMissing as error:
+                tm.abort()
+                return self._taskMissing(claim, str(error))
+            except LeaseLost as error:
+                tm.abort()
+                if claim.timedOut:
+                    log.warning('discarded the late outcome of job %s: it '
+                                'timed out after %s s', jobid, claim.timeout)
+                else:
+                    log.info('dropped the run of job %s: %s', jobid, error)
+                return None
+            except TransientError as error:
+                # From the task (rerun is still True) or from the commit.
+                tm.abort()
+                last = error
+                self._count('run')
+                log.debug('run of job %s conflicted (attempt %d, %s): %s',
+                          jobid, attempt + 1,
+                          'running the task again' if rerun
+                          else 'recording the outcome again', error)
+                self._backoff(attempt)
+            except DoomedTransaction:
+                tm.abort()
+                return self._fail(claim, 'the task doomed its transaction; '
+                                  'nothing it did was committed')
+            except Exception as error:
+                tm.abort()
+                log.exception('committing the run of job %s failed', jobid)
+                return self._fail(claim, '%s while committing the run: %s'
+                                  % (type(error).__name__, error),
+                                  traceback.format_exc())
+            except BaseException:
+                tm.abort()
+                raise
+            finally:
+                conn.close()
+        return self._fail(claim, 'gave up after %d attempts that conflicted; '
+                          'last: %s' % (self.attempts, last))
+
+    def _heartbeatFor(self, claim):
+        """The function a running task calls to extend its lease."""
+        def heartbeat():
+            if claim.timedOut:
+                raise LeaseLost('job %s timed out after %s s'
+                                % (claim.jobid, claim.timeout))
+            expires = self._heartbeat(claim.jobid, claim.token)
+            if expires is not None:
+                claim.expires = expires
+                claim.renewed = time.monotonic()
+            return expires
+        return heartbeat
+
+    def _taskMissing(self, claim, reason):
+        """Give back a job whose task this worker cannot find."""
+        status = self._transact(lambda service: service.taskMissing(
+            claim.jobid, claim.token, reason, self.clock()))
+        self._beats.drop(claim)
+        with self._lock:
+            self.stats['missing task'] += 1
+        log.warning('gave back job %s (%s): %s', claim.jobid,
+                    status if status is not _GAVE_UP else 'not recorded',
+                    reason)
+        return _MISSING
+
+    def _checkLease(self, jobid, token):
+        """Raise LeaseLost unless the committed job is held under ``token``."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            tm.begin()
+            self.service(conn).checkLease(jobid, token)
+        finally:
+            tm.abort()
+            conn.close()
+
+    def _fail(self, claim, message, tb=None, tm=None):
         """Fail the job in a fresh transaction; return its `_Run` or None."""
         def record(service):
-            job = service.jobs[jobid]
-            service.checkLease(jobid, token)
+            job = service.jobs[claim.jobid]
+            service.checkLease(claim.jobid, claim.token)
             appendLog(job, tb or message)
             outcome = Outcome(job, self.clock(), failure=(message, tb))
-            service.recordOutcome(jobid, token, outcome)
-            run = _Run(jobid, token, job.task, job.attempts, outcome)
+            service.recordOutcome(claim.jobid, claim.token, outcome)
+            run = _Run(claim, job.task, job.attempts, outcome)
             run.status = job.status
             return run
         try:
             run = self._transact(record, tm=tm)
         except LeaseLost as error:
-            log.info('dropped the run of job %s: %s', jobid, error)
+            log.info('dropped the run of job %s: %s', claim.jobid, error)
             return None
         if run is _GAVE_UP:
             log.error('could not record the failure of job %s (%s); its '
                       'lease will expire and the service will recover it',
-                      jobid, message)
+                      claim.jobid, message)
             return None
         return run
 
@@ -859,23 +917,6 @@ class SimpleProcessor:
                       self.attempts)
             return False
         return ran
-
-    # -- automatic heartbeats ---------------------------------------------------
-
-    def _beatLoop(self):
-        interval = self.heartbeatInterval
-        while not self._stopRequested:
-            self._wake.wait(interval / 2)
-            with self._lock:
-                due = [(jobid, held[0]) for jobid, held in self._inHand.items()
-                       if time.monotonic() - held[1] >= interval]
-            for jobid, token in due:
-                try:
-                    self._heartbeat(jobid, token)
-                except LeaseLost:
-                    pass    # the run finds out when it commits
-                except Exception:
-                    log.exception('heartbeat for job %s failed', jobid)
 
 
 class MultiProcessor(SimpleProcessor):
@@ -893,14 +934,12 @@ class MultiProcessor(SimpleProcessor):
                              % (maxThreads,))
         self.maxThreads = maxThreads
         self._busy = 0
-        self._idleChanged = self._changed
 
     @property
     def threadsBusy(self):
         return self._busy
 
     def _loop(self):
-        import queue
         work = queue.Queue()
         names = ['%s-%d' % (threading.current_thread().name, n)
                  for n in range(self.maxThreads)]
@@ -909,224 +948,84 @@ class MultiProcessor(SimpleProcessor):
         for thread in pool:
             thread.start()
         try:
-            failures = 0
-            while self._going():
-                with self._idleChanged:
-                    # Room for a job per thread, and for a batch waiting
-                    # while jobs run fast.
-                    room = self.maxThreads + self._batch - 1
-                    while self._busy >= room and self._going():
-                        self._idleChanged.wait(self.waitTime)
-                        room = self.maxThreads + self._batch - 1
-                    free = room - self._busy
-                if not self._going():
-                    break
-                claimed = self._claim(free)
-                if claimed is None:
-                    failures += 1
-                    self._pause(failures)
-                    continue
-                failures = 0
-                if claimed:
-                    with self._idleChanged:
-                        self._busy += len(claimed)
-                    for item in claimed:
-                        work.put(item)
-                    if len(claimed) < free and self._batch > 1:
-                        self._linger()
-                    continue
-                with self._idleChanged:
-                    busy = self._busy
-                if self.untilIdle and busy == 0 and not self._pending \
-                        and self.isIdle():
-                    break
-                with self._idleChanged:
-                    # A thread with an outcome to record wakes the loop.
-                    if not self._pending and self._going():
-                        self._idleChanged.wait(self.waitTime)
+            self._feed(work)
         except BaseException:
             # Interrupted: do not wait for the jobs in hand.
             for thread in pool:
                 work.put(None)
             raise
-        # Every job handed out is run before the threads see the end.
+        # Claims not begun go back; the jobs running finish.
+        self._giveBack(self._drain(work))
         for thread in pool:
             work.put(None)
         for thread in pool:
             thread.join()
 
+    def _feed(self, work):
+        failures = 0
+        while self._going():
+            with self._changed:
+                # Room for a job per thread, and for a batch waiting
+                # while jobs run fast.
+                room = self.maxThreads + self._batch - 1
+                while self._busy >= room and self._going():
+                    self._changed.wait(self.waitTime)
+                    room = self.maxThreads + self._batch - 1
+                free = room - self._busy
+                idle = max(0, self.maxThreads - self._busy)
+            if not self._going():
+                break
+            claimed = self._step(free, start=idle)
+            if claimed is None:
+                failures += 1
+                self._pause(failures)
+                continue
+            failures = 0
+            if claimed:
+                with self._changed:
+                    self._busy += len(claimed)
+                for claim in claimed:
+                    work.put(claim)
+                if len(claimed) < free and self._batch > 1:
+                    self._linger()
+                continue
+            with self._changed:
+                busy = self._busy
+            if self.untilIdle and busy == 0 and not len(self._unrecorded) \
+                    and self.isIdle():
+                break
+            with self._changed:
+                # A thread with an outcome to record wakes the loop.
+                if not len(self._unrecorded) and self._going():
+                    self._changed.wait(self.waitTime)
+
+    def _drain(self, work):
+        """The claims still waiting for a thread."""
+        left = []
+        while True:
+            try:
+                claim = work.get_nowait()
+            except queue.Empty:
+                break
+            if claim is not None:
+                left.append(claim)
+                with self._changed:
+                    self._busy -= 1
+        return left
+
     def _work(self, work):
         while True:
-            item = work.get()
-            if item is None:
+            claim = work.get()
+            if claim is None:
                 return
             try:
-                self._runJob(*item, group=self.groupOutcomes)
+                if self._stopRequested:
+                    self._giveBack([claim])
+                else:
+                    self._runJob(claim, self.groupOutcomes)
             except BaseException:
-                log.exception('running job %s failed', item[0])
+                log.exception('running job %s failed', claim.jobid)
             finally:
-                with self._idleChanged:
+                with self._changed:
                     self._busy -= 1
-                    self._idleChanged.notify_all()
-
-
-# -- processor threads, as the service starts and stops them -----------------
-
-_registry = {}          # (db, path) -> (processor, thread)
-_registryLock = threading.Lock()
-_atexitRegistered = False
-
-
-def findServicePath(service, depth=4, limit=10000):
-    """The keys from the database root to ``service``, a stored service.
-
-    Follows ``__parent__``/``__name__`` up as far as they go; the object
-    where they end (the root, or a root folder without a name) is found by
-    searching the root's mappings ``depth`` levels deep, looking at no more
-    than ``limit`` entries. Without names the service itself is searched
-    for. Raises ValueError when it is not found.
-    """
-    jar = service._p_jar
-    if jar is None:
-        raise ValueError('the service is not stored in a database: add it '
-                         'and commit before starting to process its jobs')
-    root = jar.root()
-    names = []
-    top = service
-    while getattr(top, '__name__', None) and len(names) < 64:
-        names.append(top.__name__)
-        top = getattr(top, '__parent__', None)
-    if names and top is not None:
-        keys = tuple(reversed(names))
-        above = () if top is root else _search(root, top, depth, limit)
-        if above is not None:
-            try:
-                if traverse(root, above + keys) is service:
-                    return above + keys
-            except KeyError:
-                pass
-    found = _search(root, service, depth, limit)
-    if found is None:
-        raise ValueError('cannot find the service in its database (searched '
-                         '%d levels from the root); give its path, e.g. '
-                         'startProcessing("app/tasks")' % depth)
-    return found
-
-
-def _search(root, target, depth, limit):
-    """The keys of ``target`` below ``root``, breadth first, or None."""
-    seen = 0
-    level = [((), root)]
-    for _ in range(depth):
-        following = []
-        for keys, container in level:
-            items = getattr(container, 'items', None)
-            if not callable(items):
-                continue
-            try:
-                entries = iter(items())
-            except Exception:
-                continue
-            for key, value in entries:
-                seen += 1
-                if seen > limit:
-                    return None
-                if not isinstance(key, str):
-                    continue
-                if value is target:
-                    return keys + (key,)
-                following.append((keys + (key,), value))
-        level = following
-    return None
-
-
-def _key(service, path=None):
-    jar = service._p_jar
-    if jar is None:
-        raise ValueError('the service is not stored in a database: add it '
-                         'and commit before starting to process its jobs')
-    keys = splitPath(path) if path is not None else findServicePath(service)
-    return jar.db(), keys
-
-
-def startProcessing(service, path=None):
-    """Start a processor thread for ``service`` unless one runs already.
-
-    The processor is ``service.processorFactory`` (default
-    `SimpleProcessor`) called with the database, the path and
-    ``service.processorArguments``. Returns the processor.
-    """
-    global _atexitRegistered
-    db, keys = _key(service, path)
-    factory = service.processorFactory or SimpleProcessor
-    arguments = dict(service.processorArguments or {})
-    with _registryLock:
-        running = _registry.get((db, keys))
-        if running is not None and running[1].is_alive() \
-                and not running[0]._stopRequested:
-            return running[0]
-        processor = factory(db, keys, **arguments)
-        thread = threading.Thread(target=processor, daemon=True,
-                                  name='zodbtasks %s' % '/'.join(keys))
-        _registry[db, keys] = (processor, thread)
-        if not _atexitRegistered:
-            atexit.register(stopAll, 10)
-            _atexitRegistered = True
-        thread.start()
-    log.info('started %r', processor)
-    return processor
-
-
-def stopProcessing(service, path=None, timeout=None):
-    """Stop the processor thread of ``service`` after the job in hand.
-
-    Waits up to ``timeout`` seconds (None: until the job in hand ends) and
-    returns whether the thread ended. Python threads cannot be interrupted
-    safely, so a second request waits again; a worker *process* (the
-    ``zodbtasks worker`` command) is interrupted by a second signal.
-    """
-    db, keys = _key(service, path)
-    with _registryLock:
-        entry = _registry.get((db, keys))
-    if entry is None:
-        return True
-    return _stop(entry, timeout, (db, keys))
-
-
-def _stop(entry, timeout, key):
-    processor, thread = entry
-    processor.stop()
-    if thread is not threading.current_thread():
-        thread.join(timeout)
-    stopped = not thread.is_alive()
-    if stopped:
-        with _registryLock:
-            if _registry.get(key) is entry:
-                del _registry[key]
-    return stopped
-
-
-def isProcessing(service, path=None):
-    """Whether a processor thread runs for ``service`` and was not stopped."""
-    db, keys = _key(service, path)
-    with _registryLock:
-        entry = _registry.get((db, keys))
-    return (entry is not None and entry[1].is_alive()
-            and not entry[0]._stopRequested)
-
-
-def stopAll(timeout=None, db=None):
-    """Stop every processor thread (of ``db`` only, if given)."""
-    with _registryLock:
-        entries = [(key, entry) for key, entry in _registry.items()
-                   if db is None or key[0] is db]
-    for _, (processor, _thread) in entries:
-        processor.stop()
-    return all([_stop(entry, timeout, key) for key, entry in entries])
-
-
-def running():
-    """The processors whose threads run, as ((db, path), processor) pairs."""
-    with _registryLock:
-        return [(key, entry[0]) for key, entry in _registry.items()
-                if entry[1].is_alive()]
+                    self._changed.notify_all()

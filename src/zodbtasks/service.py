@@ -67,6 +67,7 @@ from zodbtasks._trees import ShardedSet
 from zodbtasks.context import JobContext
 from zodbtasks.context import appendLog
 from zodbtasks.interfaces import LeaseLost
+from zodbtasks.interfaces import TaskMissing
 from zodbtasks.job import JOB_OPTIONS
 from zodbtasks.job import CronJob
 from zodbtasks.job import Job
@@ -124,7 +125,12 @@ def _repeats(job):
 
 def _notify(event, service, job, now, **details):
     if zope.event.subscribers:
-        zope.event.notify(event(service, job, now, **details))
+        made = event(service, job, now, **details)
+        kept = getattr(service, '_v_keptEvents', None)
+        if kept is None:
+            zope.event.notify(made)
+        else:
+            kept.append(made)
 
 
 @implementer(interfaces.IScheduledTaskService)
@@ -140,6 +146,11 @@ class TaskService(persistent.Persistent):
     resultTTL = None
     #: While True, no job is claimed.
     paused = False
+    #: A worker that claims a job whose task it does not know gives it back
+    #: for this many seconds, so that a worker that knows it may take it...
+    missingTaskDelay = 10
+    #: ... and the job fails after this many seconds without such a worker.
+    missingTaskTimeout = 3600
     #: The processor class that `startProcessing` starts (None: the
     #: processor module's default) and the keyword arguments it gets.
     processorFactory = None
@@ -182,6 +193,19 @@ class TaskService(persistent.Persistent):
 
     def _now(self, now):
         return self.clock() if now is None else checkTime(now)
+
+    def keepEvents(self):
+        """Keep this copy's events instead of dispatching them, until
+        `takeEvents`. A worker dispatches them after its commit, so that no
+        subscriber runs while its leases are at stake, and none hears of a
+        change that did not commit."""
+        self._v_keptEvents = []
+
+    def takeEvents(self):
+        """The events kept since `keepEvents`; dispatch resumes."""
+        kept = getattr(self, '_v_keptEvents', None) or []
+        self._v_keptEvents = None
+        return kept
 
     # -- adding jobs -------------------------------------------------------
 
@@ -370,7 +394,11 @@ class TaskService(persistent.Persistent):
             key = self._unplaced.minKey()
             job = self.jobs[self._unplaced.pop(key)]
             job._index = job._indexKey = None
-            self._placeAfter(job, now)
+            try:
+                self._placeAfter(job, now)
+            except Exception as error:
+                self._poisoned(job, now, error)
+                continue
             if job.scheduledFor is None:
                 self._finish(job, interfaces.COMPLETED, now)
 
@@ -601,17 +629,17 @@ class TaskService(persistent.Persistent):
         ``path`` is the slash-separated path of keys from the database root
         to this service; without it the processor looks the service up.
         """
-        from zodbtasks import processor
+        from zodbtasks import threads as processor
         processor.startProcessing(self, path)
 
     def stopProcessing(self):
         """Stop this service's processor thread after the job in hand."""
-        from zodbtasks import processor
+        from zodbtasks import threads as processor
         processor.stopProcessing(self)
 
     def isProcessing(self):
         """Whether a processor thread runs for this service."""
-        from zodbtasks import processor
+        from zodbtasks import threads as processor
         return processor.isProcessing(self)
 
     # -- running jobs ------------------------------------------------------
@@ -667,13 +695,19 @@ class TaskService(persistent.Persistent):
                                spread, shard=_leaseShard(worker))
 
     def claimJobs(self, now=None, count=1, worker=None, lease=None,
-                  spread=False):
+                  spread=False, start=None):
         """Claim up to ``count`` due jobs for ``worker``; a list of their ids.
 
         As ``count`` calls of `claimNextJob`, but with ``spread`` the queued
         jobs come from one random lane, in order, until it is empty, then
         from the next: workers claiming batches at the same moment then
         rarely touch the same lane.
+
+        ``start`` is how many of them, the first, begin to run as soon as
+        the claim commits (default: all). The others are claims that have
+        not started until `markStarted` or a heartbeat says so: if their
+        lease runs out first, they go back to where they waited, and the
+        claim does not count as a run.
         """
         now = self._now(now)
         lease = _leaseSeconds(lease)
@@ -685,22 +719,34 @@ class TaskService(persistent.Persistent):
         shard = _leaseShard(worker)
         if count > 1:
             self._prefetchQueue(count, lane)
+        if start is None:
+            start = count
         claimed = []
-        for _ in range(count):
-            jobid = self._claimNext(now, worker, lease, spread, lane, shard)
+        for n in range(count):
+            jobid = self._claimNext(now, worker, lease, spread, lane, shard,
+                                    start=n < start)
             if jobid is None:
                 break
             claimed.append(jobid)
         return claimed
 
-    def _claimNext(self, now, worker, lease, spread, lane=None, shard=None):
-        job = self._claim(now, spread, lane)
-        if job is None:
-            return None
-        seconds = lease or job.leaseSeconds or self.leaseSeconds
-        job.lease = Lease(random.getrandbits(63), worker, now + seconds)
-        self._indexLease(job.lease, job.id, shard)
-        return job.id
+    def _claimNext(self, now, worker, lease, spread, lane=None, shard=None,
+                   start=True):
+        while True:
+            claimed = self._claim(now, spread, lane)
+            if claimed is None:
+                return None
+            job, place = claimed
+            seconds = lease or job.leaseSeconds or self.leaseSeconds
+            job.lease = Lease(random.getrandbits(63), worker, now + seconds,
+                              claimed=now, started=now if start else None,
+                              place=place)
+            try:
+                self._indexLease(job.lease, job.id, shard)
+            except Exception as error:
+                self._poisoned(job, now, error)
+                continue
+            return job.id
 
     def prefetch(self, jobids):
         """Ask the storage to load the jobs ``jobids`` and the trees that
@@ -748,20 +794,110 @@ class TaskService(persistent.Persistent):
                     break
         self.prefetch(jobid for _, jobid in heads)
 
-    def heartbeat(self, jobid, token, now=None, seconds=None):
+    def heartbeat(self, jobid, token, now=None, seconds=None, started=True):
         """Extend the lease ``token`` on job ``jobid``; return its new end.
 
+        The heartbeat of a running job tells that its run started; a worker
+        that renews a claim it has not started yet says ``started=False``.
         Raises `LeaseLost` if that lease is no longer the job's.
         """
         now = self._now(now)
         job = self._job(jobid)
         lease = self._checkLease(job, token)
+        if started and lease.started is None:
+            lease.started = now
         seconds = seconds or job.leaseSeconds or self.leaseSeconds
         shard = lease.key & _LEASE_SHARD_MASK
         del self._leases[shard][lease.key]
         lease.expires = now + seconds
         self._indexLease(lease, jobid, shard)
         return lease.expires
+
+    def markStarted(self, jobid, token, now=None):
+        """Tell that the run of a job claimed under ``token`` begins.
+
+        From then on, a lease that runs out is a lost run: it counts against
+        the job's ``maxLostLeases``. Raises `LeaseLost`.
+        """
+        now = self._now(now)
+        lease = self._checkLease(self._job(jobid), token)
+        if lease.started is None:
+            lease.started = now
+
+    def releaseClaim(self, jobid, token, now=None, delay=None):
+        """Give back a claim whose run has not started.
+
+        The job goes back to where it waited (its place in the queue, or its
+        due time), as if it had never been claimed; with ``delay`` it is
+        not due before ``now + delay``. Raises `LeaseLost`.
+        """
+        now = self._now(now)
+        if delay is not None:
+            _leaseSeconds(delay)
+        job = self._job(jobid)
+        lease = self._checkLease(job, token)
+        self._leases[lease.key & _LEASE_SHARD_MASK].pop(lease.key, None)
+        self._giveBack(job, lease, now, delay)
+
+    def taskMissing(self, jobid, token, reason, now=None):
+        """A worker that claimed job ``jobid`` cannot find its task.
+
+        The claim is given back for ``missingTaskDelay`` seconds, since
+        another worker may know the task; after ``missingTaskTimeout``
+        seconds of such answers the job fails with ``reason``. Returns the
+        job's status. Raises `LeaseLost`.
+        """
+        now = self._now(now)
+        job = self._job(jobid)
+        lease = self._checkLease(job, token)
+        if job.waitingForTask is None:
+            job.missingSince = now
+        job.waitingForTask = job.task
+        if now - job.missingSince < self.missingTaskTimeout:
+            self.releaseClaim(jobid, token, now, self.missingTaskDelay)
+            return job.status
+        self._leases[lease.key & _LEASE_SHARD_MASK].pop(lease.key, None)
+        job.error = ('no worker could run task %r for %s s: %s' % (
+            job.task, _number(now - job.missingSince), reason))
+        job.traceback = None
+        job.completed = now
+        appendLog(job, job.error)
+        self._endRun(job, now, failed=True, retry=False)
+        return job.status
+
+    def _giveBack(self, job, lease, now, delay=None):
+        """Undo a claim that never started."""
+        job.lease = None
+        job.attempts = max(0, job.attempts - 1)
+        name, key, why, due = lease.place or (None, None, _REGULAR, None)
+        if _repeats(job) and why is not _RETRY:
+            job.runs = max(0, job.runs - 1)
+        if isinstance(job, CronJob):
+            self._unindex(job)       # the next time its claim placed
+        when = due if due is not None else now
+        if delay is not None:
+            when = max(when, now + delay)
+        if job.paused:
+            job.status = interfaces.PAUSED
+            job.pausedFrom = (interfaces.CRONJOB if _repeats(job)
+                              else interfaces.QUEUED)
+            job.scheduledFor = when if isinstance(job, CronJob) else None
+        elif isinstance(job, CronJob):
+            job.status = (interfaces.CRONJOB if job.delay is None
+                          else interfaces.DELAYED)
+            self._schedule(job, when, why)
+        elif why is _RETRY:
+            job.status = interfaces.RETRYING
+            self._schedule(job, when, why)
+        elif delay is not None:
+            job.status = interfaces.QUEUED
+            self._schedule(job, when, _NOW)
+        else:
+            job.status = interfaces.QUEUED
+            if name == _QUEUE:
+                self._index(_QUEUE, job, key)
+            else:
+                self._enqueue(job, now, front=True)
 
     def checkLease(self, jobid, token):
         """Return the lease ``token`` of job ``jobid``; raise `LeaseLost` if
@@ -837,9 +973,22 @@ class TaskService(persistent.Persistent):
             if lease.expires > now:
                 break                 # within the same millisecond
             del leases[key]
+            worker = lease.worker or '(unnamed)'
+            if lease.started is None:
+                appendLog(job, 'the worker %s let its claim on this job '
+                          'expire at %s before it started; given back'
+                          % (worker, lease.expires))
+                self._giveBack(job, lease, now)
+                continue
             message = ('the worker %s lost its lease on this job at %s'
-                       % (lease.worker or '(unnamed)', lease.expires))
-            if job.atMostOnce:
+                       % (worker, lease.expires))
+            job.lostLeases += 1
+            limit = job.maxLostLeases
+            if not job.atMostOnce and limit is not None \
+                    and job.lostLeases >= limit:
+                message += ('; runs of this job lost their lease %d times '
+                            '(maxLostLeases is %d)' % (job.lostLeases, limit))
+            if job.atMostOnce or message.endswith(')'):
                 job.error, job.traceback = message, None
                 job.completed = now
                 appendLog(job, message)
@@ -911,22 +1060,40 @@ class TaskService(persistent.Persistent):
             job = self.jobs[scheduled[scheduled.minKey()]]
             if job.scheduledFor > now:
                 break
+            place = _placeOf(job)
             self._unindex(job)
-            if job.status == interfaces.PROCESSING:
-                self._overlap(job, now)
-            else:
+            try:
+                if job.status == interfaces.PROCESSING:
+                    self._overlap(job, now)
+                    continue
                 run, following = self._misfire(job, now)
                 if run:
                     self._startRun(job, now, job.scheduledFor, following)
-                    return job
+                    return job, place
+            except Exception as error:
+                self._poisoned(job, now, error)
         head = self._laneHead(lane) if spread else self._queueHead()
         if head is None:
             return None
         lane, key = head
         job = self.jobs[lane[key]]
+        place = _placeOf(job)
         self._unindex(job)
         self._startRun(job, now)
-        return job
+        return job, place
+
+    def _poisoned(self, job, now, error):
+        """End a job that the queue cannot handle, so that claims go on."""
+        self._unindex(job)
+        job.scheduledFor = None
+        job.lease = None
+        job.error = ('could not be scheduled or claimed: %s: %s'
+                     % (type(error).__name__, error))
+        job.traceback = None
+        job.completed = now
+        appendLog(job, job.error)
+        self._finish(job, interfaces.ERROR, now)
+        _notify(events.JobFailed, self, job, now, error=job.error)
 
     def _overlap(self, job, now):
         """A repeating job came due while its last run is still going."""
@@ -979,7 +1146,7 @@ class TaskService(persistent.Persistent):
     def _startRun(self, job, now, due=None, following=_UNKNOWN):
         job.runDue = due
         job.status = interfaces.PROCESSING
-        job.started = now
+        job.claimed = job.started = now
         job.attempts += 1
         job.progress = None
         if _repeats(job):
@@ -999,11 +1166,13 @@ class TaskService(persistent.Persistent):
         _notify(events.JobStarted, self, job, now)
 
     def processNext(self, now=None, jobid=None, token=None, heartbeat=None):
+        fixed = now is not None
         now = self._now(now)
         if jobid is None:
-            job = self._claim(now)
-            if job is None:
+            claimed = self._claim(now)
+            if claimed is None:
                 return False
+            job = claimed[0]
         else:
             job = self._job(jobid)
             if token is not None:
@@ -1015,7 +1184,7 @@ class TaskService(persistent.Persistent):
                     self._placeNewJobs(now)
                 self._unindex(job)
                 self._startRun(job, now)
-        self._run(job, now, heartbeat)
+        self._run(job, now, heartbeat, fixed)
         return True
 
     def process(self, now=None):
@@ -1054,31 +1223,39 @@ class TaskService(persistent.Persistent):
                               or 'none'))
         return task, None
 
-    def _run(self, job, now, heartbeat=None):
+    def _run(self, job, now, heartbeat=None, fixed=True):
         """Run a claimed job and record its outcome."""
-        outcome = self._execute(job, now, heartbeat)
+        outcome = self._execute(job, now, heartbeat, fixed)
         self._conclude(job, outcome)
 
-    def runClaimed(self, jobid, token, now=None, heartbeat=None):
+    def runClaimed(self, jobid, token, now=None, heartbeat=None,
+                   missing=False):
         """Run the task of a job held under ``token``; record nothing.
 
         Returns the run's `Outcome`, for `recordOutcome` in this transaction
         or a later one. Whatever the task changed stays in the transaction
         (a failed task's changes are rolled back); the job itself is changed
         only by what the task told it through its context (log, progress),
-        and a failure's traceback added to the log.
+        and a failure's traceback added to the log. The outcome's
+        ``completed`` is ``now`` if given, else the clock's time at the end.
+
+        With ``missing``, a task that cannot be found raises `TaskMissing`
+        instead of making a failed outcome.
         """
+        fixed = now is not None
         now = self._now(now)
         job = self._job(jobid)
         self._checkLease(job, token)
-        return self._execute(job, now, heartbeat)
+        return self._execute(job, now, heartbeat, fixed, missing)
 
-    def _execute(self, job, now, heartbeat=None):
-        task, missing = self._findTask(job)
+    def _execute(self, job, now, heartbeat=None, fixed=True, missing=False):
+        task, why = self._findTask(job)
+        if task is None and missing:
+            raise TaskMissing(why)
         savepoint = self._transaction().savepoint(optimistic=True)
         output = failure = retryDelay = None
         if task is None:
-            failure = (missing, None)
+            failure = (why, None)
         else:
             try:
                 with JobContext(self, job, now, heartbeat):
@@ -1101,10 +1278,14 @@ class TaskService(persistent.Persistent):
             job.log, job.progress = told
             appendLog(job, failure[1] or failure[0])
             output = None
-        return Outcome(job, now, output, failure, retryDelay)
+        return Outcome(job, now if fixed else self.clock(), output, failure,
+                       retryDelay, started=now)
 
     def _conclude(self, job, outcome):
+        if outcome.started is not None:
+            job.started = outcome.started
         job.completed = outcome.completed
+        job.waitingForTask = job.missingSince = None
         if not outcome.failed:
             job.output = outcome.output   # a failed run keeps the last one
         job.error, job.traceback = outcome.error, outcome.traceback
@@ -1113,6 +1294,7 @@ class TaskService(persistent.Persistent):
 
     def _endRun(self, job, now, failed, retry=True, retryDelay=None):
         job.lease = None   # its index entry is dropped when it comes due
+        job.lostLeases = 0
         if job.status == interfaces.CANCELLED:
             return  # cancelled while running: it stays cancelled
         if failed:
@@ -1170,8 +1352,9 @@ class Outcome:
     """What a run of a job came to, before it is recorded on the job."""
 
     def __init__(self, job, completed, output=None, failure=None,
-                 retryDelay=None):
+                 retryDelay=None, started=None):
         self.jobid = job.id
+        self.started = started
         self.completed = completed
         self.output = output
         self.failed = failure is not None
@@ -1183,6 +1366,15 @@ class Outcome:
     def __repr__(self):
         return '<Outcome of job %s: %s>' % (
             self.jobid, 'failed: %s' % self.error if self.failed else 'ok')
+
+
+def _placeOf(job):
+    """Where a job waits: what a claim that never starts gives back."""
+    return (job._index, job._indexKey, job._why, job.scheduledFor)
+
+
+def _number(seconds):
+    return '%d' % seconds if seconds == int(seconds) else '%.1f' % seconds
 
 
 def _newLane(n):

@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from zodbtasks import interfaces
 from zodbtasks.job import CronJob
+from zodbtasks.job import checkDuration
 from zodbtasks.job import checkOptions
 
 #: The repeating jobs declared so far: task name -> schedule keywords.
@@ -161,10 +162,7 @@ def task(name=None, **options):
 def delayed_task(delay=0, name=None, **options):
     """Like `task`, but calling the function adds a job, due ``delay``
     seconds after the next tick, and returns its `JobHandle`."""
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
-            or delay < 0:
-        raise ValueError('delay must be a non-negative number of seconds, '
-                         'not %r' % (delay,))
+    checkDuration(delay, 'delay')
 
     def decorate(func):
         return _register(func, name, options, delay=delay)

@@ -68,6 +68,14 @@ class IJob(Interface):
                              "time.")
     runDue = Attribute("When the latest run was due, if it had a time.")
     expires = Attribute("When a finished job is removed, if it has a ttl.")
+    # Two of the job's options (all of them: zodbtasks.job.JOB_OPTIONS).
+    timeout = Attribute(
+        "The most seconds a run may take (more than 0, at most 100 years), "
+        "or None, the default, for no limit.")
+    maxLostLeases = Attribute(
+        "How many times the job's worker may lose its lease (a whole number "
+        "of at least 1, 3 by default) before the job fails instead of "
+        "running again.")
 
 
 class ICronJob(IJob):

@@ -1,4 +1,5 @@
 """Jobs: what the service stores for each request to run a task."""
+import datetime
 import numbers
 
 import persistent
@@ -7,30 +8,129 @@ from zope.interface import implementer
 from zodbtasks import interfaces
 from zodbtasks import schedule
 
+# -- the range of times and durations ----------------------------------------
+#
+# The service files a job under a time by the key ``floor(ms) << 20`` (the 20
+# low bits are random, to keep keys apart) in BTrees of signed 64-bit keys. So
+# the latest time a key can hold is (2**63 - 1) >> 20 milliseconds: MAX_TIME,
+# in September 2248. A NaN, an infinity or a later time has no key at all, and
+# a job holding one would make every claim fail.
+#
+# The times filed are sums: the ``now`` of a later call (a tick, a claim, the
+# end of a run) plus a delay, an interval, a lease, a retry delay or a time to
+# live. A check when a job is added cannot know that later ``now``, so the
+# ranges are chosen so that every sum fits whatever it is: a duration is at
+# most MAX_DURATION and a time the service is given (``now``, or a schedule's
+# ``start`` and ``end``) at most MAX_NOW = MAX_TIME - MAX_DURATION. Schedules
+# fire at most decades apart, well within MAX_DURATION.
+
+#: The latest time, in whole seconds since the epoch, that an index key can
+#: hold: 8796093022, 2248-09-26 UTC.
+MAX_TIME = ((2 ** 63 - 1) >> 20) // 1000
+
+#: The longest duration accepted, in seconds: 100 years of 365.25 days.
+MAX_DURATION = 36525 * 86400
+
+#: The latest ``now``, ``start`` or ``end`` accepted: 5640333022, 2148-09-25
+#: UTC. Any time accepted plus any duration accepted is at most MAX_TIME.
+MAX_NOW = MAX_TIME - MAX_DURATION
+
+#: The shortest interval of a repeating job, in seconds: the index counts
+#: milliseconds, and a shorter step would not move a time on.
+MIN_INTERVAL = 0.001
+
+#: The most retries a job may have, and the largest backoff factor: with
+#: them ``retryDelay * retryBackoff ** retried`` stays a finite float
+#: (100 ** 99 * MAX_DURATION is about 3e207).
+MAX_RETRIES = 100
+MAX_BACKOFF = 100
+
+#: The most missed runs a repeating job replays: a claim counts up to this
+#: many missed times, so the bound is the most work a claim does for it.
+MAX_CATCH_UP = 1000
+
+#: The largest count (``maxRuns``, ``maxLostLeases``): exact in JSON.
+MAX_COUNT = 2 ** 53 - 1
+
+
+def _utc(seconds):
+    return datetime.datetime.fromtimestamp(
+        seconds, datetime.timezone.utc).strftime('%Y-%m-%d')
+
+
+def _shown(value):
+    """``repr(value)``, short for an int of many digits."""
+    if isinstance(value, int) and not -10 ** 30 < value < 10 ** 30:
+        return 'an int of %d bits' % value.bit_length()
+    return repr(value)
+
+
+def _isNumber(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
 
 def checkTime(value, name='now'):
     """Return ``value`` if it is a number of seconds, else raise TypeError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not _isNumber(value):
         raise TypeError(
             '%s must be a number of seconds since the epoch (int or float), '
-            'not %r' % (name, value))
+            'not %s' % (name, _shown(value)))
     return value
 
 
-def _seconds(name, value, allowZero=True):
+def checkMoment(value, name='now'):
+    """Return ``value`` if it is a time the service can file, else raise.
+
+    A time is an int or a float of seconds since the epoch from 0 to
+    `MAX_NOW`; NaN and the infinities are refused.
+    """
     checkTime(value, name)
-    if value < 0 or (value == 0 and not allowZero):
-        raise ValueError('%s must be a %s number of seconds, got %r'
-                         % (name, 'non-negative' if allowZero else 'positive',
-                            value))
+    if not 0 <= value <= MAX_NOW:   # False for NaN too
+        raise ValueError(
+            '%s must be a finite time in seconds since the epoch, from 0 to '
+            '%d (%s UTC), not %s' % (name, MAX_NOW, _utc(MAX_NOW),
+                                     _shown(value)))
+    return value
 
 
-def _count(name, value, allowZero=True):
-    if isinstance(value, bool) or not isinstance(value, int) \
-            or value < (0 if allowZero else 1):
-        raise (TypeError if not isinstance(value, int) else ValueError)(
-            '%s must be a%s whole number, not %r'
-            % (name, ' non-negative' if allowZero else ' positive', value))
+def checkDuration(value, name, positive=False, minimum=None):
+    """Return ``value`` if it is a duration the service can use, else raise.
+
+    A duration is an int or a float of seconds, at least ``minimum`` (0 by
+    default; more than 0 if ``positive``) and at most `MAX_DURATION`.
+    """
+    if not _isNumber(value):
+        raise TypeError('%s must be a number of seconds (int or float), '
+                        'not %s' % (name, _shown(value)))
+    if minimum is not None:
+        fits = minimum <= value <= MAX_DURATION
+        low = 'from %r' % minimum
+    elif positive:
+        fits = 0 < value <= MAX_DURATION
+        low = 'more than 0 and'
+    else:
+        fits = 0 <= value <= MAX_DURATION
+        low = 'from 0'
+    if not fits:                    # False for NaN too
+        raise ValueError(
+            '%s must be a finite number of seconds, %s up to %d (100 years), '
+            'not %s' % (name, low, MAX_DURATION, _shown(value)))
+    return value
+
+
+def _duration(positive=False, minimum=None):
+    return lambda name, value: checkDuration(value, name, positive, minimum)
+
+
+def _count(low, high):
+    def check(name, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError('%s must be a whole number (an int) from %d to '
+                            '%d, not %s' % (name, low, high, _shown(value)))
+        if not low <= value <= high:
+            raise ValueError('%s must be a whole number from %d to %d, not %s'
+                             % (name, low, high, _shown(value)))
+    return check
 
 
 def _flag(name, value):
@@ -47,31 +147,35 @@ def _choice(*choices):
 
 
 def _backoff(name, value):
-    checkTime(value, name)
-    if value < 1:
-        raise ValueError('%s must be a factor of at least 1, not %r'
-                         % (name, value))
+    if not _isNumber(value):
+        raise TypeError('%s must be a factor (int or float) from 1 to %d, '
+                        'not %s' % (name, MAX_BACKOFF, _shown(value)))
+    if not 1 <= value <= MAX_BACKOFF:
+        raise ValueError('%s must be a finite factor from 1 to %d, not %s'
+                         % (name, MAX_BACKOFF, _shown(value)))
 
 
 #: The options every job takes, with their defaults and checks. A default of
 #: None means "not set"; checks run only on values that are set.
 JOB_OPTIONS = {
-    'leaseSeconds': (None, lambda n, v: _seconds(n, v, allowZero=False)),
+    'leaseSeconds': (None, _duration(positive=True)),
     'atMostOnce': (False, _flag),
-    'retries': (0, _count),
-    'retryDelay': (30, _seconds),
+    'retries': (0, _count(0, MAX_RETRIES)),
+    'retryDelay': (30, _duration()),
     'retryBackoff': (2, _backoff),
-    'retryMaxDelay': (3600, _seconds),
-    'ttl': (None, _seconds),
+    'retryMaxDelay': (3600, _duration()),
+    'ttl': (None, _duration()),
+    'timeout': (None, _duration(positive=True)),
+    'maxLostLeases': (3, _count(1, MAX_COUNT)),
 }
 
 #: The options only repeating jobs take.
 CRON_OPTIONS = {
     'misfire': ('coalesce', _choice('coalesce', 'all', 'skip')),
-    'misfireGrace': (60, _seconds),
-    'catchUp': (10, lambda n, v: _count(n, v, allowZero=False)),
+    'misfireGrace': (60, _duration()),
+    'catchUp': (10, _count(1, MAX_CATCH_UP)),
     'overlap': ('wait', _choice('wait', 'skip')),
-    'maxRuns': (None, lambda n, v: _count(n, v, allowZero=False)),
+    'maxRuns': (None, _count(1, MAX_COUNT)),
 }
 
 
@@ -151,8 +255,8 @@ class Job(persistent.Persistent):
     retryBackoff = 2
     retryMaxDelay = 3600
     ttl = None
-    timeout = None
-    maxLostLeases = 3
+    timeout = None        # seconds a run may take; None: no limit
+    maxLostLeases = 3     # lost leases after which the job fails
 
     def __init__(self, id, task, input, created=None):
         self.id = id
@@ -217,9 +321,7 @@ class CronJob(Job):
                      'second'):
             spec[name] = _asTuple(spec[name], name)
         if delay is not None:
-            checkTime(delay, 'delay')
-            if delay < 0:
-                raise ValueError('delay must not be negative, got %r' % delay)
+            checkDuration(delay, 'delay')
             given = [k for k, v in spec.items() if v != _NO_SCHEDULE[k]]
             if given:
                 raise ValueError('a delayed job runs once and takes no '
@@ -227,6 +329,7 @@ class CronJob(Job):
                                  % ', '.join(sorted(given)))
             compiled = None
         else:
+            _checkTimes(spec)
             compiled = _compile(spec)
         # Everything is valid: only now change the job.
         for name, value in spec.items():
@@ -264,6 +367,15 @@ def _asTuple(value, name):
     if isinstance(value, (str, bytes)) or not hasattr(value, '__iter__'):
         raise TypeError('%s must be a tuple of ints, not %r' % (name, value))
     return tuple(value)
+
+
+def _checkTimes(spec):
+    """Refuse an interval, start or end that the service cannot file."""
+    if spec['interval'] is not None:
+        checkDuration(spec['interval'], 'interval', minimum=MIN_INTERVAL)
+    for name in ('start', 'end'):
+        if spec[name] is not None:
+            checkMoment(spec[name], name)
 
 
 def _compile(spec):

@@ -1,0 +1,276 @@
+"""Poison-proof input: a value the indexes cannot file is refused at once.
+
+A job holding a NaN, an infinity or a time past what a 64-bit index key can
+hold used to be accepted, and then made every claim fail. These tests give
+each such value, check that the call is refused with an error naming the
+argument, that the refused call left no trace, and that the queue goes on
+working for good jobs.
+"""
+import datetime
+import io
+import math
+import pickle
+import re
+
+import persistent
+import pytest
+from BTrees.LLBTree import LLBTree
+
+from zodbtasks.job import JOB_OPTIONS
+from zodbtasks.job import MAX_BACKOFF
+from zodbtasks.job import MAX_CATCH_UP
+from zodbtasks.job import MAX_COUNT
+from zodbtasks.job import MAX_DURATION
+from zodbtasks.job import MAX_NOW
+from zodbtasks.job import MAX_RETRIES
+from zodbtasks.job import MAX_TIME
+from zodbtasks.job import MIN_INTERVAL
+from zodbtasks.job import Job
+from zodbtasks.service import _LOW_MASK
+from zodbtasks.service import _timeKey
+
+T0 = 1000
+
+
+# -- a snapshot of everything a service stores --------------------------------
+
+def snapshot(service):
+    """The pickled state of every persistent object reachable from
+    ``service``, in the order they are reached, and its volatile attributes.
+
+    Each object is pickled on its own, with the persistent objects it refers
+    to replaced by the number of the order in which they were first reached,
+    so that a change anywhere (a new job in a shard of ``jobs``, an entry in
+    an index, a changed attribute) changes the snapshot; see
+    `test_the_snapshot_sees_any_change`.
+    """
+    numbers = {id(service): 0}
+    todo = [service]
+    states = []
+    while todo:
+        ob = todo.pop(0)
+
+        def reference(other, ob=ob):
+            if isinstance(other, persistent.Persistent) and other is not ob:
+                if id(other) not in numbers:
+                    numbers[id(other)] = len(numbers)
+                    todo.append(other)
+                return numbers[id(other)]
+            return None
+
+        ob._p_activate()
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, 3)
+        pickler.persistent_id = reference
+        pickler.dump((type(ob), ob.__getstate__()))
+        states.append(out.getvalue())
+    volatile = {k: v for k, v in vars(service).items() if k.startswith('_v_')}
+    return states, volatile
+
+
+def test_the_snapshot_sees_any_change(service):
+    service.add('echo', 1, now=T0)
+    service.addCronJob('echo', minute=(5,), now=T0)
+    service.processNext(now=T0)
+    before = snapshot(service)
+    assert snapshot(service) == before
+    # A stray job, stored but in no index: only the jobs' shard changes.
+    assert service.jobs.insert(12345, Job(12345, 'echo', None))
+    assert snapshot(service) != before
+    del service.jobs[12345]
+    assert snapshot(service) == before
+    # A stray index entry.
+    service._scheduled[7] = 12345
+    assert snapshot(service) != before
+    del service._scheduled[7]
+    # A changed attribute of a job, and a volatile attribute.
+    job = next(iter(service.jobs.values()))
+    job.retries = 5
+    assert snapshot(service) != before
+    del job.retries
+    assert snapshot(service) == before
+    service._v_lastOrderKey = 1
+    assert snapshot(service) != before
+
+
+# -- the limits -----------------------------------------------------------------
+
+def test_the_limits_are_what_a_key_holds():
+    # The latest time's key, with every random low bit set, fits in a key...
+    tree = LLBTree()
+    tree[_timeKey(MAX_TIME) | _LOW_MASK] = 1
+    # ...and the next second's does not.
+    with pytest.raises((TypeError, OverflowError)):
+        tree[_timeKey(MAX_TIME + 1)] = 1
+    assert MAX_NOW + MAX_DURATION == MAX_TIME
+    assert MAX_DURATION == 100 * 365.25 * 86400
+    utc = datetime.timezone.utc
+    assert datetime.datetime.fromtimestamp(MAX_TIME, utc).year == 2248
+    assert datetime.datetime.fromtimestamp(MAX_NOW, utc).year == 2148
+    # The largest retry delay the limits allow is a finite float.
+    assert math.isfinite(float(MAX_DURATION) * float(MAX_BACKOFF)
+                         ** (MAX_RETRIES - 1))
+
+
+def test_the_new_options_have_their_defaults():
+    assert JOB_OPTIONS['timeout'][0] is None and Job.timeout is None
+    assert JOB_OPTIONS['maxLostLeases'][0] == 3 and Job.maxLostLeases == 3
+
+
+# -- the values of the finding, one by one ---------------------------------------
+
+def named(name, message):
+    """Whether ``message`` names ``name`` (as a word, if it is one)."""
+    if name.isidentifier():
+        return re.search(r'\b%s\b' % name, message) is not None
+    return name in message
+
+
+def refused(service, error, call, *names):
+    """Check that ``call`` raises ``error`` naming each of ``names`` and
+    leaves ``service`` as it was."""
+    before = snapshot(service)
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    for name in names:
+        assert named(name, message), message
+    assert '\n' not in message
+    assert snapshot(service) == before
+    return message
+
+
+def still_works(service, now=T0 + 10):
+    """A good job added after the refused call is claimed and run."""
+    jobid = service.add('echo', 'good', now=now)
+    assert service.claimNextJob(now=now + 1, worker='w') == jobid
+    job = service.jobs[jobid]
+    assert service.processNext(now=now + 1, jobid=jobid,
+                               token=job.lease.token)
+    assert job.status == 'completed' and job.output == 'good'
+
+
+@pytest.mark.parametrize('delay', [math.inf, math.nan, 1e10, -math.inf,
+                                   MAX_DURATION + 1, -1, 2 ** 70])
+def test_a_delay_that_does_not_fit_is_refused(service, delay):
+    message = refused(service, ValueError, lambda: service.addCronJob(
+        'echo', delay=delay, now=T0), 'delay')
+    assert 'up to %d (100 years)' % MAX_DURATION in message
+    if delay == 1e10:
+        assert 'not 10000000000.0' in message
+    still_works(service)
+
+
+@pytest.mark.parametrize('interval', [1e12, math.inf, math.nan, 0, 1e-4,
+                                      5e-324, -60, MAX_DURATION + 0.5])
+def test_an_interval_that_does_not_fit_is_refused(service, interval):
+    message = refused(service, ValueError, lambda: service.addCronJob(
+        'echo', interval=interval, now=T0), 'interval')
+    assert 'from %r up to' % MIN_INTERVAL in message
+    assert repr(interval) in message
+    still_works(service)
+
+
+@pytest.mark.parametrize('name', ['start', 'end'])
+@pytest.mark.parametrize('value', [math.inf, math.nan, -1, MAX_NOW + 1,
+                                   1e300])
+def test_a_start_or_end_that_does_not_fit_is_refused(service, name, value):
+    refused(service, ValueError, lambda: service.addCronJob(
+        'echo', interval=60, now=T0, **{name: value}), name)
+    refused(service, ValueError, lambda: service.addCronJob(
+        'echo', cron='* * * * *', now=T0, **{name: value}), name)
+    still_works(service)
+
+
+@pytest.mark.parametrize('name, value', [
+    ('leaseSeconds', math.nan), ('leaseSeconds', math.inf),
+    ('leaseSeconds', 1e12), ('leaseSeconds', 0), ('leaseSeconds', -5),
+    ('ttl', math.nan), ('ttl', math.inf), ('ttl', -1), ('ttl', 1e10),
+    ('retryMaxDelay', math.inf), ('retryMaxDelay', math.nan),
+    ('retryMaxDelay', 1e10), ('retryDelay', math.inf), ('retryDelay', 1e10),
+    ('retryBackoff', math.inf), ('retryBackoff', math.nan),
+    ('retryBackoff', MAX_BACKOFF + 1), ('retryBackoff', 1e300),
+    ('retries', MAX_RETRIES + 1), ('retries', 10 ** 100),
+    ('timeout', 0), ('timeout', -1), ('timeout', math.inf),
+    ('timeout', math.nan), ('timeout', 1e10),
+    ('maxLostLeases', 0), ('maxLostLeases', -3), ('maxLostLeases', 2 ** 53),
+])
+def test_a_job_option_that_does_not_fit_is_refused(service, name, value):
+    message = refused(service, ValueError, lambda: service.add(
+        'echo', now=T0, **{name: value}), name)
+    assert 'must be a' in message
+    refused(service, ValueError, lambda: service.addCronJob(
+        'echo', minute=(0,), now=T0, **{name: value}), name)
+    refused(service, ValueError, lambda: service.addCronJob(
+        'echo', delay=5, now=T0, **{name: value}), name)
+    still_works(service)
+
+
+@pytest.mark.parametrize('name, value', [
+    ('timeout', '10'), ('timeout', True), ('maxLostLeases', 2.0),
+    ('maxLostLeases', True), ('retries', False), ('leaseSeconds', 1j),
+    ('catchUp', True), ('misfireGrace', '60'), ('retryBackoff', '2'),
+])
+def test_an_option_of_the_wrong_type_is_refused(service, name, value):
+    refused(service, TypeError, lambda: service.addCronJob(
+        'echo', minute=(0,), now=T0, **{name: value}), name, repr(value))
+
+
+@pytest.mark.parametrize('name, value', [
+    ('misfireGrace', math.inf), ('misfireGrace', math.nan),
+    ('misfireGrace', -1), ('catchUp', MAX_CATCH_UP + 1), ('catchUp', 0),
+    ('maxRuns', MAX_COUNT + 1), ('maxRuns', 0),
+])
+def test_a_repeating_option_that_does_not_fit_is_refused(service, name,
+                                                         value):
+    refused(service, ValueError, lambda: service.addCronJob(
+        'echo', minute=(0,), now=T0, **{name: value}), name)
+    still_works(service)
+
+
+def test_the_largest_values_are_accepted_and_run(service, tasks):
+    """Durations of 100 years at the latest time: every key still fits."""
+    longest = dict(leaseSeconds=MAX_DURATION, ttl=MAX_DURATION,
+                   retries=MAX_RETRIES, retryDelay=MAX_DURATION,
+                   retryBackoff=MAX_BACKOFF, retryMaxDelay=MAX_DURATION,
+                   timeout=MAX_DURATION, maxLostLeases=MAX_COUNT)
+    # A failed run's retry, 100 years on.
+    plain = service.jobs[service.add('fail', now=MAX_NOW, **longest)]
+    assert service.processNext(now=MAX_NOW)
+    assert plain.status == 'retrying' and plain.scheduledFor == MAX_TIME
+    # A delay of 100 years from the tick.
+    delayed = service.jobs[service.addCronJob(
+        'echo', delay=MAX_DURATION, now=MAX_NOW, **longest)]
+    assert service.claimNextJob(now=MAX_NOW) is None
+    assert delayed.status == 'delayed' and delayed.scheduledFor == MAX_TIME
+    # A repeating job whose one time is the latest time accepted, kept for
+    # 100 years after it ran.
+    repeating = service.jobs[service.addCronJob(
+        'echo', interval=MAX_DURATION, start=MAX_NOW, end=MAX_NOW,
+        misfireGrace=MAX_DURATION, catchUp=MAX_CATCH_UP, maxRuns=MAX_COUNT,
+        now=MAX_NOW - 1, **longest)]
+    assert service.claimNextJob(now=MAX_NOW - 1) is None
+    assert repeating.scheduledFor == MAX_NOW
+    assert service.processNext(now=MAX_NOW)
+    assert repeating.status == 'completed' and repeating.runs == 1
+    assert repeating.expires == MAX_TIME
+    # A claim at the latest time, under the longest lease.
+    jobid = service.add('echo', now=MAX_NOW)
+    assert service.claimNextJob(now=MAX_NOW, lease=MAX_DURATION) == jobid
+    assert service.jobs[jobid].lease.expires == MAX_TIME
+    assert not service.hasJobsWaiting(now=MAX_NOW)
+    assert service.purgeExpired(now=MAX_NOW) == 0
+
+
+# -- options a task declares ------------------------------------------------------
+
+def test_decorators_refuse_values_that_do_not_fit():
+    from zodbtasks import decorators
+    for bad in (math.inf, math.nan, 1e10):
+        with pytest.raises(ValueError, match='delay'):
+            decorators.delayed_task(delay=bad)
+        with pytest.raises(ValueError, match='interval'):
+            decorators.periodic_task(seconds=bad)
+        with pytest.raises(ValueError, match='ttl'):
+            decorators.task(ttl=bad)(lambda: None)
+    decorators.declarations.clear()

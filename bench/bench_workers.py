@@ -191,20 +191,24 @@ def newService(db):
         conn.root()['tasks'] = zodbtasks.TaskService()
 
 
-def benchFileStorage(workdir, jobs, poll, timeout):
+def benchFileStorage(workdir, jobs, poll, timeout, drains=(False, True),
+                     **options):
     """(enqueue s, total s, drain jobs/s) with a processor thread."""
     import ZODB
     import ZODB.FileStorage
     from zodbtasks.processor import SimpleProcessor
     results = []
-    for drain in (False, True):
-        db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(workdir, 'fs-%d.fs' % drain)))
+    for drain in drains:
+        path = os.path.join(workdir, 'fs-%d.fs' % drain)
+        for suffix in ('', '.index', '.lock', '.tmp'):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
         try:
             newService(db)
             if drain:
                 addJobs(db, jobs, perTransaction=100)
-            proc = SimpleProcessor(db, 'tasks', waitTime=poll)
+            proc = SimpleProcessor(db, 'tasks', waitTime=poll, **options)
             thread = threading.Thread(target=proc, daemon=True)
             thread.start()
             try:
@@ -334,12 +338,19 @@ def main(argv=None):
     parser.add_argument('--timeout', type=float, default=600)
     parser.add_argument('--no-huey', action='store_true')
     parser.add_argument('--no-filestorage', action='store_true')
+    parser.add_argument('--window', default='',
+                        help='comma-separated values of maxUnrecorded (the '
+                        'crash window) to measure the FileStorage drain '
+                        'with, e.g. 0,1,4,8,16,32,64')
     parser.add_argument('--json', metavar='PATH',
                         help='also write the rows to PATH as JSON')
     args = parser.parse_args(argv)
     rows = []
     workdir = tempfile.mkdtemp(prefix='zodbtasks-bench-')
+    windows = [int(n) for n in args.window.split(',') if n]
     try:
+        if windows:
+            _windowCurve(workdir, args, windows)
         if not args.no_filestorage:
             rows.append(('FileStorage, 1 thread (in process)',) +
                         benchFileStorage(workdir, args.jobs, args.poll,
@@ -413,6 +424,24 @@ def main(argv=None):
                 processes, 'es' * (processes > 1), ', '.join(
                     '%s %.2f' % item for item in busy.items()),
                 sum(busy.values())))
+
+
+def _windowCurve(workdir, args, windows):
+    """The drain of a FileStorage backlog against the crash window."""
+    print('Crash window (maxUnrecorded): drain of %d queued no-op jobs by '
+          'one in-process worker; a kill -9 re-runs at most window + 1 jobs'
+          % args.jobs)
+    print('%8s  %9s  %8s' % ('window', 'drain/s', 'vs 64'))
+    rates = {}
+    for window in windows:
+        rates[window] = benchFileStorage(
+            workdir, args.jobs, args.poll, args.timeout, drains=(True,),
+            maxUnrecorded=window)[0]
+    top = rates.get(64) or max(rates.values())
+    for window in windows:
+        print('%8d  %9.0f  %7.2fx' % (window, rates[window],
+                                      rates[window] / top))
+    print()
 
 
 def _show(row, jobs):

@@ -14,6 +14,9 @@ installed), a ZConfig file (a path ending in ``.conf``) or a FileStorage file
 import argparse
 import importlib
 import logging
+import logging.handlers
+import os
+import queue
 import signal
 import threading
 import sys
@@ -55,9 +58,17 @@ def _nonNegative(kind):
     return _positive(kind, zero=True)
 
 
-def openDatabase(spec, pool_size=None):
-    """Open the database named by ``spec``: a URI, a .conf or a .fs path."""
+def openDatabase(spec, pool_size=None, connect_timeout=None):
+    """Open the database named by ``spec``: a URI, a .conf or a .fs path.
+
+    ``connect_timeout`` is how long a ZEO client waits for its server when
+    it is out of reach, before an operation fails (ZEO's own default: 30 s).
+    """
     import ZODB
+    if connect_timeout is not None and spec.startswith('zeo://') \
+            and 'wait_timeout=' not in spec:
+        spec += ('&' if '?' in spec else '?') + 'wait_timeout=%s' % (
+            connect_timeout,)
     if '://' in spec:
         try:
             import zodburi
@@ -125,15 +136,82 @@ def findService(db, path, create=False):
         conn.close()
 
 
-def worker(args):
-    for name in args.tasks:
+class _BoundedQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to a listener thread; drops them when its queue is
+    full, so that a log sink that blocks never stops the worker."""
+
+    def __init__(self, size):
+        super().__init__(queue.Queue(size))
+        self.dropped = 0
+
+    def enqueue(self, record):
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+class _QueuedLogging:
+    """While a worker runs, its log lines go through a bounded queue."""
+
+    def __init__(self, size=10000):
+        self.root = logging.getLogger()
+        self.handlers = list(self.root.handlers)
+        self.handler = _BoundedQueueHandler(size)
+        self.listener = logging.handlers.QueueListener(
+            self.handler.queue, *self.handlers, respect_handler_level=True)
+
+    def __enter__(self):
+        for handler in self.handlers:
+            self.root.removeHandler(handler)
+        self.root.addHandler(self.handler)
+        self.listener.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.root.removeHandler(self.handler)
+        self.listener.stop()
+        for handler in self.handlers:
+            self.root.addHandler(handler)
+        if self.handler.dropped:
+            log.warning('%d log line(s) were dropped while the log output '
+                        'was slower than the worker', self.handler.dropped)
+
+
+def _importTasks(names):
+    """Import the task modules, from the working directory too."""
+    if os.getcwd() not in sys.path and '' not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception as error:
             raise UsageError('cannot import task module %s: %s: %s' % (
                 name, type(error).__name__, error))
+
+
+def worker(args):
+    _importTasks(args.tasks)
     try:
-        db = openDatabase(args.db, pool_size=2 * args.threads + 4)
+        with _QueuedLogging(args.log_queue):
+            return _worker(args)
+    except _Interrupted as interrupted:
+        # Leave without closing the database that threads may still use.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(interrupted.code)
+
+
+def _worker(args):
+    import zope.component
+    from zodbtasks.interfaces import ITask
+    if not any(True for _ in zope.component.getUtilitiesFor(ITask)):
+        log.warning('this worker knows no tasks (give their modules with '
+                    '--tasks): it gives back every job it claims, unless '
+                    'its task is a dotted name it can import')
+    try:
+        db = openDatabase(args.db, pool_size=2 * args.threads + 4,
+                          connect_timeout=args.connect_timeout)
     except UsageError:
         raise
     except Exception as error:
@@ -141,9 +219,14 @@ def worker(args):
             args.db, type(error).__name__, error))
     try:
         keys = findService(db, args.service, args.create)
-        return _work(db, keys, args)
-    finally:
+        code = _work(db, keys, args)
+    except _Interrupted:
+        raise
+    except BaseException:
         db.close()
+        raise
+    db.close()
+    return code
 
 
 def _work(db, keys, args):
@@ -151,8 +234,10 @@ def _work(db, keys, args):
     from zodbtasks.processor import SimpleProcessor
     options = dict(waitTime=args.poll, lease=args.lease,
                    untilIdle=args.until_idle,
-                   heartbeatInterval=args.heartbeat, spread=args.spread,
-                   groupOutcomes=not args.no_group, linger=args.linger)
+                   heartbeatInterval=(0 if args.no_heartbeat else
+                                      args.heartbeat or 'auto'),
+                   spread=args.spread, groupOutcomes=not args.no_group,
+                   linger=args.linger, maxUnrecorded=args.max_unrecorded)
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)
@@ -197,19 +282,23 @@ def _work(db, keys, args):
         stats = processor.stats
         total = sum(stats.values())
         conflicts = processor.conflicts
-        log.info('worker stopped after %.1fs: %d job(s)%s%s',
+        log.info('worker stopped after %.1fs: %d job(s)%s%s%s',
                  time.monotonic() - started, total, (' (%s)' % ', '.join(
                      '%s: %d' % item for item in sorted(stats.items())))
                  if total else '', '; conflicts: %s' % ', '.join(
                      '%s %d' % item for item in sorted(conflicts.items()))
-                 if conflicts else '')
+                 if conflicts else '', '; storage outages: %d'
+                 % processor.outages if processor.outages else '')
     if code:
-        # Threads may still hold the database: leave without closing it.
-        logging.shutdown()
-        sys.stdout.flush()
-        import os
-        os._exit(code)
+        raise _Interrupted(code)
     return code
+
+
+class _Interrupted(Exception):
+    """The worker was interrupted: threads may still hold the database."""
+
+    def __init__(self, code):
+        self.code = code
 
 
 class _Clearing(logging.Formatter):
@@ -292,9 +381,26 @@ def buildParser():
                      help="length of a claim's lease (default: the job's, "
                      "else the service's)")
     run.add_argument('--heartbeat', type=_positive(float), default=None,
-                     metavar='SECONDS', help='extend the leases of running '
-                     'jobs this often (default: only when tasks call '
-                     'heartbeat())')
+                     metavar='SECONDS', help='renew the lease of every job '
+                     'in hand this often (default: after a third of the '
+                     'lease)')
+    run.add_argument('--no-heartbeat', action='store_true',
+                     help='renew leases only when tasks call heartbeat(); a '
+                     'job that outlives its lease then runs again, and ends '
+                     'in error after its maxLostLeases')
+    run.add_argument('--max-unrecorded', type=_nonNegative(int), default=8,
+                     metavar='N', help='finished jobs whose outcomes may '
+                     'wait, unrecorded, to be committed together (default '
+                     '8): a worker killed with -9 runs at most these and the '
+                     'jobs it was running again')
+    run.add_argument('--connect-timeout', type=_positive(float),
+                     default=None, metavar='SECONDS',
+                     help='how long a ZEO client waits for its server before '
+                     'a step fails (default: ZEO\'s 30)')
+    run.add_argument('--log-queue', type=_positive(int), default=10000,
+                     metavar='LINES', help='log lines that may wait for a '
+                     'slow log output; more are dropped and counted '
+                     '(default 10000)')
     run.add_argument('--until-idle', action='store_true',
                      help='exit when nothing is due and no worker holds a job')
     run.add_argument('--create', action='store_true',

@@ -209,6 +209,8 @@ class SimpleProcessor:
         self._tokens = {}          # jobid -> Claim, claimed not run
         self._unrecorded = Unrecorded(maxUnrecorded, settleWithin)
         self._down = None          # since when the storage is out of reach
+        #: How often the storage went out of reach and came back.
+        self.outages = 0
         interval = (None if heartbeatInterval == 'auto'
                     else heartbeatInterval or 0)
         self.heartbeatInterval = heartbeatInterval
@@ -392,7 +394,7 @@ class SimpleProcessor:
             with self._lock:
                 since, self._down = self._down, None
             if since is not None:
-                self.stats['outages'] += 1
+                self.outages += 1
                 said(logging.WARNING, 'storage of /%s reconnected after '
                      '%.1f s', '/'.join(self.servicePath),
                      time.monotonic() - since)

@@ -32,16 +32,16 @@ class Unrecorded:
         self._lock = threading.Lock()
 
     def add(self, run):
-        """Keep ``run``; return whether it must be recorded now: the
-        limit is reached."""
+        """Keep ``run``; return whether they must be recorded before the
+        next run begins: more wait than ``limit``."""
         with self._lock:
             self._runs.append(run)
-            return len(self._runs) >= max(1, self.limit)
+            return len(self._runs) > self.limit
 
     def full(self):
-        """Whether as many wait as may."""
+        """Whether more wait than ``limit``."""
         with self._lock:
-            return len(self._runs) >= max(1, self.limit)
+            return len(self._runs) > self.limit
 
     def take(self):
         """Take every run waiting, to record them."""

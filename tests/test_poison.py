@@ -7,6 +7,7 @@ argument, that the refused call left no trace, and that the queue goes on
 working for good jobs.
 """
 import datetime
+import hashlib
 import io
 import math
 import pickle
@@ -17,6 +18,7 @@ import pytest
 import transaction
 import zope.component
 import ZODB
+import ZODB.FileStorage
 import ZODB.MappingStorage
 from BTrees.LLBTree import LLBTree
 
@@ -423,3 +425,83 @@ def test_a_refused_call_commits_nothing_and_the_queue_goes_on(tasks):
         conn.close()
     finally:
         db.close()
+
+
+# -- the command line -------------------------------------------------------------
+
+@pytest.fixture
+def dbfile(tmp_path, tasks):
+    path = str(tmp_path / 'Data.fs')
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+        service.add('echo', 'x', now=T0)
+    db.close()
+    return path
+
+
+def digest(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.parametrize('argv, name', [
+    (['add', 'echo', '--delay', 'inf'], '--delay'),
+    (['add', 'echo', '--delay', 'nan'], '--delay'),
+    (['add', 'echo', '--delay', '1e10'], '--delay'),
+    (['add', 'echo', '--delay', '-1'], '--delay'),
+    (['add', 'echo', '--delay', 'soon'], '--delay'),
+    (['add', 'echo', '--now', 'inf'], '--now'),
+    (['add', 'echo', '--now', 'nan'], '--now'),
+    (['add', 'echo', '--now', '1e300'], '--now'),
+    (['add', 'echo', '--now', '-5'], '--now'),
+    (['add', 'echo', '--delay', '5', '--now=-inf'], '--now'),
+    (['cron', 'echo', '--cron', '* * * * *', '--now', 'nan'], '--now'),
+    (['cron', 'echo', '--cron', '* * * * *', '--now', '1e11'], '--now'),
+])
+def test_the_command_line_refuses_values_that_do_not_fit(dbfile, capsys, argv,
+                                                         name):
+    from zodbtasks.cli import main
+    before = digest(dbfile)
+    with pytest.raises(SystemExit) as info:
+        main([argv[0], '--db', dbfile, '--service', 'tasks', '--tasks',
+              'zodbtasks_test_tasks', *argv[1:]])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and name in err, err
+    assert 'from 0' in err
+    assert digest(dbfile) == before
+
+
+@pytest.mark.parametrize('argv', [
+    ['status', '--now', 'inf'],
+    ['cancel', '1', '--now', 'nan'],
+    ['run-now', '1', '--now', '1e300'],
+])
+def test_every_command_refuses_a_now_that_does_not_fit(dbfile, capsys, argv):
+    from zodbtasks.cli import main
+    before = digest(dbfile)
+    with pytest.raises(SystemExit) as info:
+        main([argv[0], '--db', dbfile, '--service', 'tasks', *argv[1:]])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and '--now' in err, err
+    assert digest(dbfile) == before
+
+
+def test_next_refuses_an_after_that_does_not_fit(capsys):
+    from zodbtasks.cli import main
+    for after in ('inf', 'nan', '1e300'):
+        assert main(['next', '* * * * *', '--after', after]) == 1
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and '--after' in err, err
+
+
+def test_the_command_line_still_adds_good_jobs(dbfile, capsys):
+    from zodbtasks.cli import main
+    before = digest(dbfile)
+    code = main(['add', '--db', dbfile, '--service', 'tasks', '--tasks',
+                 'zodbtasks_test_tasks', 'echo', '--delay', str(MAX_DURATION),
+                 '--now', str(MAX_NOW), '--json'])
+    assert code == 0, capsys.readouterr().err
+    assert digest(dbfile) != before

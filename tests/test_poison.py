@@ -7,6 +7,7 @@ argument, that the refused call left no trace, and that the queue goes on
 working for good jobs.
 """
 import datetime
+import hashlib
 import io
 import math
 import pickle
@@ -14,8 +15,15 @@ import re
 
 import persistent
 import pytest
+import transaction
+import zope.component
+import ZODB
+import ZODB.FileStorage
+import ZODB.MappingStorage
 from BTrees.LLBTree import LLBTree
 
+import zodbtasks
+from zodbtasks import interfaces
 from zodbtasks.job import JOB_OPTIONS
 from zodbtasks.job import MAX_BACKOFF
 from zodbtasks.job import MAX_CATCH_UP
@@ -262,7 +270,110 @@ def test_the_largest_values_are_accepted_and_run(service, tasks):
     assert service.purgeExpired(now=MAX_NOW) == 0
 
 
+# -- now ------------------------------------------------------------------------
+
+@pytest.mark.parametrize('now', [math.nan, 1e300, math.inf, -math.inf, -1,
+                                 MAX_NOW + 1, 2 ** 64, 10 ** 400])
+def test_a_now_that_does_not_fit_is_refused_by_add(service, now):
+    service.add('echo', 'first', now=T0)    # sets the order counter
+    message = refused(service, ValueError,
+                      lambda: service.add('echo', now=now), 'now')
+    assert 'from 0 to %d (2148-09-25 UTC)' % MAX_NOW in message
+    refused(service, ValueError,
+            lambda: service.addCronJob('echo', delay=5, now=now), 'now')
+    refused(service, ValueError,
+            lambda: service.addCronJob('echo', minute=(1,), now=now), 'now')
+    # The counter did not move: later adds go on in order.
+    second = service.add('echo', 'second', now=T0)
+    assert service.process(now=T0) == 2
+    assert service.getResult(second) == 'second'
+
+
+@pytest.mark.parametrize('now', ['soon', True, [], b'1', 1j])
+def test_a_now_of_the_wrong_type_is_refused(service, now):
+    refused(service, TypeError, lambda: service.add('echo', now=now), 'now')
+
+
+@pytest.mark.parametrize('method', ['startJob', 'runNow', 'retry', 'resume',
+                                    'pause', 'cancel'])
+def test_the_other_calls_refuse_a_bad_now_and_change_nothing(service, method):
+    waiting = service.addCronJob('echo', minute=(0,), now=T0)
+    held = service.addCronJob('echo', minute=(0,), now=T0)
+    later = service.add('echo', startLater=True, now=T0)
+    failed = service.add('fail', now=T0)
+    service.process(now=T0)
+    service.pause(held, now=T0)
+    jobid = {'startJob': later, 'runNow': waiting, 'retry': failed,
+             'resume': held, 'pause': waiting, 'cancel': later}[method]
+    for now in (math.nan, math.inf, 1e300, MAX_NOW + 1, -1):
+        refused(service, ValueError,
+                lambda: getattr(service, method)(jobid, now=now), 'now')
+    # With a good time the call goes through.
+    getattr(service, method)(jobid, now=T0 + 5)
+    assert service.jobs[jobid].status == {
+        'startJob': 'queued', 'runNow': 'cronjob', 'retry': 'queued',
+        'resume': 'cronjob', 'pause': 'paused', 'cancel': 'cancelled'}[method]
+
+
+def test_a_refused_call_does_not_even_upgrade_old_data(service):
+    service._layout = 1     # as data of a development version
+    for call in (lambda: service.add('echo', ttl=math.inf, now=T0),
+                 lambda: service.add('nope', now=T0),
+                 lambda: service.addCronJob('echo', delay=math.nan, now=T0),
+                 lambda: service.addCronJob('echo', minute=(60,), now=T0)):
+        refused(service, ValueError, call)
+    assert service._layout == 1
+    still_works(service)
+    assert service._layout == 2
+
+
+def test_a_bad_clock_is_refused_and_named(service):
+    service.clock = lambda: math.inf
+    refused(service, ValueError, lambda: service.add('echo'),
+            "the service's clock")
+    service.clock = lambda: T0
+    still_works(service)
+
+
+def test_the_order_counter_never_moves_for_a_refused_time(service):
+    service.add('echo', now=T0)
+    last = service._v_lastOrderKey
+    for now in (1e300, MAX_TIME * 2 ** 20):
+        with pytest.raises(ValueError, match='now'):
+            service._orderKey(now)
+        assert service._v_lastOrderKey == last
+    # A good time moves it on, and only forward.
+    key = service._orderKey(T0)
+    assert key == service._v_lastOrderKey > last
+    assert service._orderKey(0) == key + 1 == service._v_lastOrderKey
+
+
+def test_claims_refuse_a_lease_that_does_not_fit(service):
+    service.add('echo', now=T0)
+    for lease in (math.nan, math.inf, 1e12, 0, -1):
+        refused(service, ValueError, lambda: service.claimNextJob(
+            now=T0, lease=lease), 'lease')
+    assert service.claimNextJob(now=T0, lease=MAX_DURATION) is not None
+
+
 # -- options a task declares ------------------------------------------------------
+
+def test_declared_options_that_do_not_fit_are_refused(service):
+    class Declaring:
+        jobOptions = {'ttl': math.inf}
+
+        def __call__(self, service, jobid, input):
+            return input
+
+    zope.component.provideUtility(Declaring(), interfaces.ITask,
+                                  name='declaring')
+    refused(service, ValueError,
+            lambda: service.add('declaring', now=T0), 'ttl')
+    # A value given with the call replaces the declared one.
+    jobid = service.add('declaring', 'x', now=T0, ttl=60)
+    assert service.process(now=T0) == 1
+    assert service.jobs[jobid].expires == T0 + 60
+
 
 def test_decorators_refuse_values_that_do_not_fit():
     from zodbtasks import decorators
@@ -274,3 +385,123 @@ def test_decorators_refuse_values_that_do_not_fit():
         with pytest.raises(ValueError, match='ttl'):
             decorators.task(ttl=bad)(lambda: None)
     decorators.declarations.clear()
+
+
+# -- in a database ----------------------------------------------------------------
+
+def test_a_refused_call_commits_nothing_and_the_queue_goes_on(tasks):
+    storage = ZODB.MappingStorage.MappingStorage()
+    db = ZODB.DB(storage)
+    try:
+        with db.transaction() as conn:
+            conn.root()['tasks'] = service = zodbtasks.TaskService()
+            first = service.add('echo', 'first', now=T0)
+        last = storage.lastTransaction()
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        service = conn.root()['tasks']
+        for call in (lambda: service.addCronJob('echo', delay=math.inf,
+                                                now=T0),
+                     lambda: service.add('echo', leaseSeconds=math.nan,
+                                         now=T0),
+                     lambda: service.add('echo', now=1e300),
+                     lambda: service.addCronJob('echo', interval=1e12,
+                                                now=T0)):
+            with pytest.raises(ValueError):
+                call()
+            tm.commit()      # as an application that caught the error
+            assert storage.lastTransaction() == last
+        second = service.add('echo', 'second', now=T0)
+        tm.commit()
+        for expected in (first, second):
+            assert service.claimNextJob(now=T0 + 1) == expected
+            tm.commit()
+            job = service.jobs[expected]
+            assert service.processNext(now=T0 + 1, jobid=expected,
+                                       token=job.lease.token)
+            tm.commit()
+        assert [service.getResult(i) for i in (first, second)] == [
+            'first', 'second']
+        conn.close()
+    finally:
+        db.close()
+
+
+# -- the command line -------------------------------------------------------------
+
+@pytest.fixture
+def dbfile(tmp_path, tasks):
+    path = str(tmp_path / 'Data.fs')
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+        service.add('echo', 'x', now=T0)
+    db.close()
+    return path
+
+
+def digest(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.parametrize('argv, name', [
+    (['add', 'echo', '--delay', 'inf'], '--delay'),
+    (['add', 'echo', '--delay', 'nan'], '--delay'),
+    (['add', 'echo', '--delay', '1e10'], '--delay'),
+    (['add', 'echo', '--delay', '-1'], '--delay'),
+    (['add', 'echo', '--delay', 'soon'], '--delay'),
+    (['add', 'echo', '--now', 'inf'], '--now'),
+    (['add', 'echo', '--now', 'nan'], '--now'),
+    (['add', 'echo', '--now', '1e300'], '--now'),
+    (['add', 'echo', '--now', '-5'], '--now'),
+    (['add', 'echo', '--delay', '5', '--now=-inf'], '--now'),
+    (['cron', 'echo', '--cron', '* * * * *', '--now', 'nan'], '--now'),
+    (['cron', 'echo', '--cron', '* * * * *', '--now', '1e11'], '--now'),
+])
+def test_the_command_line_refuses_values_that_do_not_fit(dbfile, capsys, argv,
+                                                         name):
+    from zodbtasks.cli import main
+    before = digest(dbfile)
+    with pytest.raises(SystemExit) as info:
+        main([argv[0], '--db', dbfile, '--service', 'tasks', '--tasks',
+              'zodbtasks_test_tasks', *argv[1:]])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and name in err, err
+    assert 'from 0' in err
+    assert digest(dbfile) == before
+
+
+@pytest.mark.parametrize('argv', [
+    ['status', '--now', 'inf'],
+    ['cancel', '1', '--now', 'nan'],
+    ['run-now', '1', '--now', '1e300'],
+])
+def test_every_command_refuses_a_now_that_does_not_fit(dbfile, capsys, argv):
+    from zodbtasks.cli import main
+    before = digest(dbfile)
+    with pytest.raises(SystemExit) as info:
+        main([argv[0], '--db', dbfile, '--service', 'tasks', *argv[1:]])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and '--now' in err, err
+    assert digest(dbfile) == before
+
+
+def test_next_refuses_an_after_that_does_not_fit(capsys):
+    from zodbtasks.cli import main
+    for after in ('inf', 'nan', '1e300'):
+        assert main(['next', '* * * * *', '--after', after]) == 1
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and '--after' in err, err
+
+
+def test_the_command_line_still_adds_good_jobs(dbfile, capsys):
+    from zodbtasks.cli import main
+    before = digest(dbfile)
+    code = main(['add', '--db', dbfile, '--service', 'tasks', '--tasks',
+                 'zodbtasks_test_tasks', 'echo', '--delay', str(MAX_DURATION),
+                 '--now', str(MAX_NOW), '--json'])
+    assert code == 0, capsys.readouterr().err
+    assert digest(dbfile) != before

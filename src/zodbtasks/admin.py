@@ -15,7 +15,11 @@ import time
 import transaction
 
 from zodbtasks import interfaces
+from zodbtasks.job import MAX_DURATION
+from zodbtasks.job import MAX_NOW
 from zodbtasks.job import CronJob
+from zodbtasks.job import checkDuration
+from zodbtasks.job import checkMoment
 
 #: Fields of a job shown by ``show`` and ``--json``, in order.
 JOB_FIELDS = (
@@ -419,17 +423,20 @@ def nextRuns(args):
 
 def _parseTime(text):
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise _usage('--after takes seconds since the epoch or an ISO '
+                         'time such as 2026-03-29T01:30, not %r' % text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        seconds = moment.timestamp()
     try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise _usage('--after takes seconds since the epoch or an ISO time '
-                     'such as 2026-03-29T01:30, not %r' % text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp()
+        return checkMoment(seconds, '--after')
+    except ValueError as error:
+        raise _usage(str(error))
 
 
 # -- the demo -------------------------------------------------------------------
@@ -538,7 +545,7 @@ def addCommands(commands):
                             'the root to the service')
         parser.add_argument('--json', action='store_true',
                             help='print JSON for scripts')
-        parser.add_argument('--now', type=float, default=None,
+        parser.add_argument('--now', type=timeArgument, default=None,
                             help='the time to use, in seconds since the '
                             'epoch (default: the clock)')
 
@@ -576,7 +583,7 @@ def addCommands(commands):
     common(p)
     p.add_argument('task')
     p.add_argument('--input', metavar='JSON', help='the input, as JSON')
-    p.add_argument('--delay', type=float, metavar='SECONDS',
+    p.add_argument('--delay', type=delayArgument, metavar='SECONDS',
                    help='run once, this long after the next tick')
     p.add_argument('--tasks', action='append', default=[], metavar='MODULE',
                    help='a module that registers tasks (repeat for more)')
@@ -641,3 +648,26 @@ def addCommands(commands):
 def _argError(message):
     import argparse
     return argparse.ArgumentTypeError(message)
+
+
+def _numberArgument(check, accepted):
+    """An argparse type: a number that ``check`` accepts."""
+    def convert(text):
+        try:
+            value = float(text)
+            check(value, 'it')
+        except (TypeError, ValueError):
+            raise _argError('%s, not %r' % (accepted, text))
+        return value
+    return convert
+
+
+#: ``--now``: what the service accepts as a time (see `zodbtasks.job`).
+timeArgument = _numberArgument(checkMoment, (
+    'takes a time in seconds since the epoch, from 0 to %d (%s UTC)'
+    % (MAX_NOW, datetime.datetime.fromtimestamp(
+        MAX_NOW, datetime.timezone.utc).strftime('%Y-%m-%d'))))
+
+#: ``--delay``: what the service accepts as a delay.
+delayArgument = _numberArgument(checkDuration, (
+    'takes a number of seconds from 0 up to %d (100 years)' % MAX_DURATION))

@@ -69,11 +69,14 @@ from zodbtasks.context import appendLog
 from zodbtasks.interfaces import LeaseLost
 from zodbtasks.interfaces import TaskMissing
 from zodbtasks.job import JOB_OPTIONS
+from zodbtasks.job import MAX_NOW
 from zodbtasks.job import CronJob
 from zodbtasks.job import Job
 from zodbtasks.job import Lease
+from zodbtasks.job import checkDuration
+from zodbtasks.job import checkMoment
 from zodbtasks.job import checkOptions
-from zodbtasks.job import checkTime
+from zodbtasks.job import checkTime  # noqa: F401 (for the claim and run code)
 from zodbtasks.task import Retry
 from zodbtasks.task import TaskError
 
@@ -192,7 +195,11 @@ class TaskService(persistent.Persistent):
         self._v_clock = None
 
     def _now(self, now):
-        return self.clock() if now is None else checkTime(now)
+        """``now``, or the clock's time, once checked: a time that the
+        indexes can file with any duration a job may hold added to it."""
+        if now is None:
+            return checkMoment(self.clock(), "now (the service's clock)")
+        return checkMoment(now)
 
     def keepEvents(self):
         """Keep this copy's events instead of dispatching them, until
@@ -213,9 +220,11 @@ class TaskService(persistent.Persistent):
         return dict(zope.component.getUtilitiesFor(self.taskInterface))
 
     def add(self, task, input=None, startLater=False, now=None, **options):
+        # Everything is checked before anything is written (an upgrade of
+        # old data included): a refused call leaves no trace.
         now = self._now(now)
-        self._current(now)
         name, target, options = self._checkNewJob(task, input, options, False)
+        self._current(now)
         job = Job(self._newId(), name, input, created=now)
         self._store(job, target, options)
         if startLater:
@@ -229,12 +238,13 @@ class TaskService(persistent.Persistent):
                    month=(), dayOfWeek=(), delay=None, startLater=False,
                    now=None, **kw):
         now = self._now(now)
-        self._current(now)
         options = {k: kw.pop(k) for k in list(kw) if k not in CronJob.scheduleArguments}
         name, target, options = self._checkNewJob(task, input, options,
                                                   delay is None)
+        # The job checks its schedule; it is not stored until it is valid.
         job = CronJob(0, name, input, minute, hour, dayOfMonth, month,
                       dayOfWeek, delay, created=now, **kw)
+        self._current(now)
         job.id = self._newId()
         self._store(job, target, options)
         if startLater:
@@ -249,8 +259,16 @@ class TaskService(persistent.Persistent):
         name, target, found = self._resolveNew(task)
         checkOptions(options, repeating)
         # Options a task declares (see `zodbtasks.decorators`) are defaults.
+        # The decorators check them, but a task made by hand may declare
+        # any: those a job will hold are checked here either way.
         declared = {k: v for k, v in getattr(found, 'jobOptions', {}).items()
-                    if repeating or k in JOB_OPTIONS}
+                    if (repeating or k in JOB_OPTIONS)
+                    and options.get(k) is None}
+        try:
+            checkOptions(declared, repeating)
+        except (TypeError, ValueError) as error:
+            raise type(error)('task %r declares a bad default: %s'
+                              % (name, error)) from None
         options = dict(declared, **{k: v for k, v in options.items()
                                     if v is not None})
         try:
@@ -306,6 +324,12 @@ class TaskService(persistent.Persistent):
         key = max(max(0, math.floor(now * 1000)) << _ORDER_SHIFT
                   | random.getrandbits(_ORDER_SHIFT),
                   getattr(self, '_v_lastOrderKey', -1) + 1)
+        if key > _ORDER_MASK:
+            # Only a time `_now` would refuse gets here; refuse it before
+            # the counter moves, or every later add would fail too.
+            raise ValueError('now must be a time from 0 to %d, not %r: its '
+                             'order key does not fit the queue'
+                             % (MAX_NOW, now))
         self._v_lastOrderKey = key
         return key
 
@@ -474,6 +498,8 @@ class TaskService(persistent.Persistent):
         run finishes the run and then waits. A paused service claims
         nothing, but jobs can still be added.
         """
+        if now is not None:
+            now = self._now(now)
         self._current(now)
         if jobid is None:
             self.paused = True
@@ -1413,12 +1439,9 @@ def _leaseShard(worker):
 
 
 def _leaseSeconds(lease):
-    """``lease`` (seconds) if it is None or a positive number."""
+    """``lease`` (seconds) if it is None or a duration of more than 0."""
     if lease is not None:
-        checkTime(lease, 'lease')
-        if lease <= 0:
-            raise ValueError('lease must be a positive number of '
-                             'seconds, got %r' % (lease,))
+        checkDuration(lease, 'lease', positive=True)
     return lease
 
 

@@ -40,9 +40,11 @@ class Claim:
 class Heartbeats:
     """Renew the leases of the claims in hand; end runs past their timeout.
 
-    ``renew(claim)`` extends a claim's lease and returns its new end (None
-    when it could not be written this time); it raises `LeaseLost` when
-    the lease is gone. ``expire(claim)`` ends a run past its timeout.
+    ``renew(claims)`` extends the leases of several claims at once, in one
+    transaction, and returns a dict of job id to the lease's new end, or
+    to `LeaseLost` for a lease that is gone; a claim it leaves out could
+    not be renewed this time and is tried again at the next tick.
+    ``expire(claim)`` ends a run past its timeout.
     ``interval`` is the time between renewals of a claim; None renews after
     a third of its lease; 0 never renews (timeouts still apply).
     """
@@ -97,15 +99,17 @@ class Heartbeats:
             self.drop(claim)
             claim.timedOut = True
             self.expire(claim)
+        if not renew:
+            return
+        renewed = self.renew(renew)
+        now = time.monotonic()
         for claim in renew:
-            try:
-                expires = self.renew(claim)
-            except LeaseLost:
+            expires = renewed.get(claim.jobid)
+            if expires is LeaseLost:
                 self.drop(claim)
-                continue
-            if expires is not None:
+            elif expires is not None:
                 claim.expires = expires
-                claim.renewed = time.monotonic()
+                claim.renewed = now
 
     def start(self, name):
         self._thread = threading.Thread(target=self._run, daemon=True,

@@ -421,8 +421,10 @@ class SimpleProcessor:
                 result = func(self.service(conn))
                 tm.commit()
                 return result
-            except TransientError:
+            except TransientError as error:
                 tm.abort()
+                if disconnected(error):
+                    raise
                 if step is not None:
                     self._count(step)
                 self._backoff(attempt)
@@ -657,11 +659,38 @@ class SimpleProcessor:
 
     # -- heartbeats and time-outs ----------------------------------------------
 
-    def _renew(self, claim):
-        """Extend a claim's lease, in a connection and transaction of its
-        own (the heartbeat thread calls this)."""
-        return self._heartbeat(claim.jobid, claim.token,
-                               started=claim.began is not None)
+    def _renew(self, claims):
+        """Extend the leases of ``claims`` in one transaction of their own
+        (the heartbeat thread calls this); see `Heartbeats`."""
+        def renew(service):
+            now = self.clock()
+            renewed = {}
+            for claim in claims:
+                try:
+                    renewed[claim.jobid] = service.heartbeat(
+                        claim.jobid, claim.token, now, seconds=self.lease,
+                        started=claim.began is not None)
+                except LeaseLost:
+                    renewed[claim.jobid] = LeaseLost
+            return renewed
+        said = _Said()
+        try:
+            renewed = self._transact(renew, 'heartbeat',
+                                     transaction.TransactionManager())
+        except Exception as error:
+            if disconnected(error):
+                self._unreached(error, said)
+            else:
+                said(logging.ERROR, 'renewing %d leases failed: %s',
+                     len(claims), traceback.format_exc())
+            renewed = {}
+        else:
+            if renewed is _GAVE_UP:
+                renewed = {}
+            else:
+                self._reached(said)
+        said.deliver()
+        return renewed
 
     def _heartbeat(self, jobid, token, started=True):
         """Extend the lease; return its new end, or None if it could not be

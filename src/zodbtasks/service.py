@@ -27,6 +27,9 @@ BTree (see `zodbtasks._trees` for why splits matter):
     whose worker died is found when its lease runs out. The lowest bits of
     a key name its tree, which the worker's name chooses: a worker's claims
     write one tree, and workers claiming at once rarely write the same one.
+    Like the lanes, each tree keeps a placeholder first key (0). Each lease
+    says whether its run began (``Lease.started``) and where its job waited
+    (``Lease.place``), so that a claim that never began is given back.
 ``_finished``
     OOBTree, status -> set of ids (16 LLTreeSets): finished jobs, so that
     ``clean`` costs what it removes.
@@ -169,7 +172,7 @@ class TaskService(persistent.Persistent):
         self._queue = tuple(_newLane(n) for n in range(_LANES))
         self._scheduled = LLBTree()
         self._unplaced = LLBTree()
-        self._leases = tuple(LLBTree() for _ in range(_LEASE_SHARDS))
+        self._leases = tuple(_newLeaseTree() for _ in range(_LEASE_SHARDS))
         self._expiry = LLBTree()
         self._finished = OOBTree()
         for status in interfaces.FINISHED:
@@ -696,7 +699,7 @@ class TaskService(persistent.Persistent):
         run's transaction does not write the shared index); such entries are
         skipped here and dropped by the next claim after they expire.
         """
-        for key, jobid in heapq.merge(*[tree.items(max=max)
+        for key, jobid in heapq.merge(*[tree.items(min=1, max=max)
                                         for tree in self._leases]):
             job = self.jobs.get(jobid)
             if job is not None and job.status == interfaces.PROCESSING \
@@ -984,13 +987,14 @@ class TaskService(persistent.Persistent):
     def _recoverExpired(self, now):
         """Give back the jobs whose worker let its lease expire."""
         for leases in self._leases:
-            if leases:
-                self._recoverExpiredIn(leases, now)
+            self._recoverExpiredIn(leases, now)
 
     def _recoverExpiredIn(self, leases, now):
         limit = _timeKey(now) | _LOW_MASK
-        while leases and leases.minKey() <= limit:
-            key = leases.minKey()
+        while True:
+            key = _leaseFirst(leases)
+            if key is None or key > limit:
+                break
             job = self.jobs.get(leases[key])
             lease = None if job is None else job.lease
             if lease is None or lease.key != key:
@@ -1060,7 +1064,7 @@ class TaskService(persistent.Persistent):
         # steps below leave what is done as it is.
         old = self._leases
         if not isinstance(old, tuple):
-            self._leases = tuple(LLBTree() for _ in range(_LEASE_SHARDS))
+            self._leases = tuple(_newLeaseTree() for _ in range(_LEASE_SHARDS))
             for key, jobid in old.items():
                 self._leases[key & _LEASE_SHARD_MASK][key] = jobid
         for n, lane in enumerate(self._queue):
@@ -1414,6 +1418,23 @@ def _newLane(n):
     lane = LLBTree()
     lane[n << _LANE_SHIFT] = _PLACEHOLDER
     return lane
+
+
+def _newLeaseTree():
+    """A tree of the lease index, with a placeholder as its first key (0),
+    for the reason given in `_newLane`: claims, renewals and releases all
+    remove its oldest entries. Trees stored without one work as well."""
+    tree = LLBTree()
+    tree[0] = _PLACEHOLDER
+    return tree
+
+
+def _leaseFirst(tree):
+    """The smallest key of a lease tree but its placeholder, or None."""
+    try:
+        return tree.minKey(1)
+    except ValueError:
+        return None
 
 
 def _laneItems(lane, n):

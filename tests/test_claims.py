@@ -338,7 +338,7 @@ def test_a_multi_processor_keeps_to_the_limit_too(stored):
 
     def look(service, jobid, input):
         with lock:
-            seen.append(len(procs[0]._unrecorded))
+            seen.append(len(procs[0]._unrecorded))   # waiting or in a commit
     register('look', look)
     add(stored, 'look', *range(60))
     proc = MultiProcessor(stored, 'app/tasks', waitTime=0.01, maxThreads=3,
@@ -347,7 +347,7 @@ def test_a_multi_processor_keeps_to_the_limit_too(stored):
     procs.append(proc)
     proc()
     assert len(seen) == 60
-    # Each thread that found more waiting than 4 records them before its
-    # next run: while a run goes on, at most one more per other thread.
+    # No run begins while more than 4 are unrecorded; a run that began may
+    # see the outcomes that the other threads added since, one each.
     assert max(seen) <= 4 + 3 - 1
     assert proc.stats == {'completed': 60}

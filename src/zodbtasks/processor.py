@@ -333,6 +333,7 @@ class SimpleProcessor:
                 # Record what waits; the database learns that this run
                 # begins.
                 self._step(mark=[claim])
+                self._recordToLimit()
             self._runJob(claim, self.groupOutcomes, flush=False)
 
     def _linger(self):
@@ -447,20 +448,26 @@ class SimpleProcessor:
         """
         said = _Said()
         runs = self._unrecorded.take()
+        dealt = []
         try:
             result = self._stepOnce(runs, count, start, mark, release, tm,
-                                    said)
+                                    said, dealt)
         finally:
+            if dealt:
+                self._unrecorded.recorded(runs)
+            else:
+                self._unrecorded.putBack(runs)
             said.deliver()
         return result
 
-    def _stepOnce(self, runs, count, start, mark, release, tm, said):
+    def _stepOnce(self, runs, count, start, mark, release, tm, said, dealt):
+        """The transaction of `_step`; ``dealt`` gets an item once the
+        outcomes ``runs`` were recorded, or failed, or dropped."""
         last = None
         for attempt in range(self.attempts):
             try:
                 conn, tm = self._open(tm)
             except Exception as error:
-                self._unrecorded.putBack(runs)
                 self._failedStep(error, said)
                 return None
             service = None
@@ -481,7 +488,6 @@ class SimpleProcessor:
             except TransientError as error:
                 tm.abort()
                 if disconnected(error):
-                    self._unrecorded.putBack(runs)
                     self._unreached(error, said)
                     return None
                 last = error
@@ -499,9 +505,9 @@ class SimpleProcessor:
                     said.deliver()
                     for run in runs:
                         self._recordAlone(run, tm)
+                    dealt.append(True)
                     return self._stepOnce([], count, start, mark, release,
-                                          tm, said)
-                self._unrecorded.putBack(runs)
+                                          tm, said, [])
                 self._failedStep(error, said)
                 return None
             except BaseException:
@@ -511,13 +517,13 @@ class SimpleProcessor:
                 if service is not None:
                     service.takeEvents()
                 conn.close()
+            dealt.append(True)
             said.events.extend(events)
             self._reached(said)
             self._settled(runs, dropped, said)
             for claim in claims:
                 self._beats.hold(claim)
             return claims
-        self._unrecorded.putBack(runs)
         said(logging.DEBUG, 'claiming from /%s gave up after %d conflicts: '
              '%s', '/'.join(self.servicePath), self.attempts, last)
         return []
@@ -590,6 +596,16 @@ class SimpleProcessor:
             said(logging.INFO, 'dropped the outcome of job %s: its lease is '
                  'gone', run.jobid)
 
+    def _recordToLimit(self):
+        """Before a run begins: record the outcomes waiting, or wait for
+        the commit that records them, until no more than ``maxUnrecorded``
+        are unrecorded (or the loop is stopped)."""
+        while self._unrecorded.full() and not self._stopRequested:
+            if not self._unrecorded.waiting():
+                self._unrecorded.waitForCommits(0.05)
+            elif self._step() is None:
+                self._wake.wait(0.1)       # the storage is out of reach
+
     def _settleAll(self):
         """Record the outcomes waiting, trying a few times."""
         for attempt in range(self.attempts):
@@ -597,8 +613,10 @@ class SimpleProcessor:
                 return
             if self._step() is None and self._down is None:
                 break
-        for run in self._unrecorded.take():
+        runs = self._unrecorded.take()
+        for run in runs:
             self._recordAlone(run)
+        self._unrecorded.recorded(runs)
 
     def _recordAlone(self, run, tm=None):
         """Record one outcome in a transaction of its own; if that fails,
@@ -765,6 +783,8 @@ class SimpleProcessor:
                 return None
             if expires is not None:
                 claim.expires = expires
+        if group:
+            self._recordToLimit()
         self._beats.hold(claim)
         self._beats.begin(claim)
         began = time.monotonic()
@@ -789,7 +809,7 @@ class SimpleProcessor:
         run.seconds = seconds
         if run.status is None:
             if self._unrecorded.add(run) and flush:
-                self._step()
+                self._recordToLimit()
             with self._changed:
                 self._changed.notify_all()
         else:

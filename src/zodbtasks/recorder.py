@@ -16,8 +16,13 @@ DEFAULT_LIMIT = 8
 class Unrecorded:
     """Runs whose outcomes wait to be recorded, oldest first.
 
-    ``limit`` is how many may wait; ``settleWithin`` how long the oldest
-    may wait while the worker does something else.
+    ``limit`` is how many may wait, unrecorded, when a run begins: those
+    waiting and those taken by a commit that has not ended. A thread whose
+    run makes more records them, or waits for the commit that does, before
+    it begins another: with ``threads`` threads, a worker killed at any
+    moment has at most ``limit + threads`` finished or running jobs whose
+    outcomes are not recorded. ``settleWithin`` is how long the oldest may
+    wait while the worker does something else.
     """
 
     def __init__(self, limit=DEFAULT_LIMIT, settleWithin=0.2):
@@ -29,30 +34,53 @@ class Unrecorded:
         self.limit = limit
         self.settleWithin = settleWithin
         self._runs = []
+        self._recording = 0        # taken, their commit not ended
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)
 
     def add(self, run):
-        """Keep ``run``; return whether they must be recorded before the
-        next run begins: more wait than ``limit``."""
+        """Keep ``run``; return whether more than ``limit`` are now
+        unrecorded (see `full`)."""
         with self._lock:
             self._runs.append(run)
-            return len(self._runs) > self.limit
+            return len(self._runs) + self._recording > self.limit
 
     def full(self):
-        """Whether more wait than ``limit``."""
+        """Whether more than ``limit`` are unrecorded: no run may begin."""
         with self._lock:
-            return len(self._runs) > self.limit
+            return len(self._runs) + self._recording > self.limit
+
+    def waiting(self):
+        """Whether some wait that no commit has taken."""
+        with self._lock:
+            return bool(self._runs)
 
     def take(self):
-        """Take every run waiting, to record them."""
+        """Take every run waiting, to record them; then `recorded` or
+        `putBack` them."""
         with self._lock:
             runs, self._runs = self._runs, []
+            self._recording += len(runs)
         return runs
+
+    def recorded(self, runs):
+        """The commit that recorded ``runs`` ended."""
+        with self._ended:
+            self._recording -= len(runs)
+            self._ended.notify_all()
 
     def putBack(self, runs):
         """Runs taken but not recorded wait again, before newer ones."""
-        with self._lock:
+        with self._ended:
+            self._recording -= len(runs)
             self._runs[:0] = runs
+            self._ended.notify_all()
+
+    def waitForCommits(self, timeout):
+        """Wait until a commit that took runs ends, or ``timeout``."""
+        with self._ended:
+            if self._recording:
+                self._ended.wait(timeout)
 
     def due(self):
         """Whether the oldest has waited ``settleWithin`` seconds."""
@@ -61,5 +89,6 @@ class Unrecorded:
                 time.monotonic() - self._runs[0].ended >= self.settleWithin)
 
     def __len__(self):
+        """How many are unrecorded: waiting, or taken by a commit."""
         with self._lock:
-            return len(self._runs)
+            return len(self._runs) + self._recording

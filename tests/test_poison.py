@@ -7,6 +7,8 @@ argument, that the refused call left no trace, and that the queue goes on
 working for good jobs.
 """
 import datetime
+from decimal import Decimal
+from fractions import Fraction
 import hashlib
 import io
 import math
@@ -218,6 +220,8 @@ def test_a_job_option_that_does_not_fit_is_refused(service, name, value):
     ('timeout', '10'), ('timeout', True), ('maxLostLeases', 2.0),
     ('maxLostLeases', True), ('retries', False), ('leaseSeconds', 1j),
     ('catchUp', True), ('misfireGrace', '60'), ('retryBackoff', '2'),
+    ('ttl', Fraction(1, 3)), ('retryDelay', Decimal('1')), ('misfire', 5),
+    ('overlap', None.__class__),
 ])
 def test_an_option_of_the_wrong_type_is_refused(service, name, value):
     refused(service, TypeError, lambda: service.addCronJob(
@@ -289,7 +293,8 @@ def test_a_now_that_does_not_fit_is_refused_by_add(service, now):
     assert service.getResult(second) == 'second'
 
 
-@pytest.mark.parametrize('now', ['soon', True, [], b'1', 1j])
+@pytest.mark.parametrize('now', ['soon', True, [], b'1', 1j,
+                                 Fraction(1, 2), Decimal(5)])
 def test_a_now_of_the_wrong_type_is_refused(service, now):
     refused(service, TypeError, lambda: service.add('echo', now=now), 'now')
 
@@ -505,3 +510,4 @@ def test_the_command_line_still_adds_good_jobs(dbfile, capsys):
                  '--now', str(MAX_NOW), '--json'])
     assert code == 0, capsys.readouterr().err
     assert digest(dbfile) != before
+

@@ -7,6 +7,8 @@ argument, that the refused call left no trace, and that the queue goes on
 working for good jobs.
 """
 import datetime
+from decimal import Decimal
+from fractions import Fraction
 import hashlib
 import io
 import math
@@ -15,6 +17,11 @@ import re
 
 import persistent
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import event
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import transaction
 import zope.component
 import ZODB
@@ -24,6 +31,7 @@ from BTrees.LLBTree import LLBTree
 
 import zodbtasks
 from zodbtasks import interfaces
+from zodbtasks.job import CRON_OPTIONS
 from zodbtasks.job import JOB_OPTIONS
 from zodbtasks.job import MAX_BACKOFF
 from zodbtasks.job import MAX_CATCH_UP
@@ -218,6 +226,8 @@ def test_a_job_option_that_does_not_fit_is_refused(service, name, value):
     ('timeout', '10'), ('timeout', True), ('maxLostLeases', 2.0),
     ('maxLostLeases', True), ('retries', False), ('leaseSeconds', 1j),
     ('catchUp', True), ('misfireGrace', '60'), ('retryBackoff', '2'),
+    ('ttl', Fraction(1, 3)), ('retryDelay', Decimal('1')), ('misfire', 5),
+    ('overlap', None.__class__),
 ])
 def test_an_option_of_the_wrong_type_is_refused(service, name, value):
     refused(service, TypeError, lambda: service.addCronJob(
@@ -289,7 +299,8 @@ def test_a_now_that_does_not_fit_is_refused_by_add(service, now):
     assert service.getResult(second) == 'second'
 
 
-@pytest.mark.parametrize('now', ['soon', True, [], b'1', 1j])
+@pytest.mark.parametrize('now', ['soon', True, [], b'1', 1j,
+                                 Fraction(1, 2), Decimal(5)])
 def test_a_now_of_the_wrong_type_is_refused(service, now):
     refused(service, TypeError, lambda: service.add('echo', now=now), 'now')
 
@@ -505,3 +516,230 @@ def test_the_command_line_still_adds_good_jobs(dbfile, capsys):
                  '--now', str(MAX_NOW), '--json'])
     assert code == 0, capsys.readouterr().err
     assert digest(dbfile) != before
+
+
+# -- any value at all ------------------------------------------------------------
+#
+# Hypothesis draws a value for every argument of add or addCronJob: mostly
+# good ones (so that many jobs are accepted and run), and for a few
+# arguments anything at all. A small oracle, written from the rules in the
+# documentation, says which values are bad. A call with a bad value must be
+# refused naming one of the bad arguments, leaving the snapshot as it was; a
+# call with none must store a job that, once due, is claimed and run to a
+# recorded outcome, after which a claim at the latest time still works.
+
+class _Absent:
+    def __repr__(self):
+        return 'ABSENT'
+
+
+ABSENT = _Absent()    # the argument is not given
+
+EDGES = [math.nan, -math.nan, math.inf, -math.inf, 1e300, -1e300, 1e10,
+         1e12, -1, -0.0, 0, 1, 5e-324, -5e-324, 1e-4, 2.0, MIN_INTERVAL,
+         MAX_NOW, MAX_NOW + 1, MAX_NOW + 0.5, MAX_DURATION,
+         MAX_DURATION + 1e-6, MAX_TIME, MAX_TIME * 2 ** 20, 2 ** 53, 2 ** 63,
+         2 ** 64, -2 ** 63, 10 ** 30, 10 ** 400, MAX_RETRIES, MAX_RETRIES + 1,
+         MAX_BACKOFF, MAX_BACKOFF + 1e-9, MAX_CATCH_UP, MAX_CATCH_UP + 1,
+         MAX_COUNT, MAX_COUNT + 1, True, False, None, '', '60', 'inf', b'1',
+         1j, (), [], Fraction(1, 3), Decimal('1'), 'coalesce', 'skip']
+
+ANYTHING = st.one_of(
+    st.sampled_from(EDGES),
+    st.floats(),              # NaN, infinities, subnormals, huge, negative
+    st.integers(),            # of any size
+    st.booleans(), st.none(), st.text(max_size=8),
+)
+
+
+def _seconds(low, high, positive=False):
+    return st.one_of(
+        st.integers(low + positive, high),
+        st.floats(low, high, exclude_min=positive),
+        st.sampled_from([high] + ([] if positive else [low])))
+
+
+TIMES = st.one_of(st.sampled_from([0, T0, MAX_NOW]),
+                  _seconds(0, 2 * 10 ** 9), _seconds(0, MAX_NOW))
+DURATIONS = st.one_of(_seconds(0, 7200), _seconds(0, MAX_DURATION))
+POSITIVE = st.one_of(_seconds(0, 7200, True),
+                     _seconds(0, MAX_DURATION, True))
+
+CHOICES = {'misfire': ('coalesce', 'all', 'skip'), 'overlap': ('wait', 'skip')}
+
+GOOD = {
+    'now': TIMES, 'start': TIMES, 'end': TIMES,
+    'delay': DURATIONS,
+    'interval': st.one_of(st.floats(MIN_INTERVAL, 7200),
+                          _seconds(1, MAX_DURATION)),
+    'leaseSeconds': POSITIVE, 'timeout': POSITIVE,
+    'atMostOnce': st.booleans(),
+    'retries': st.integers(0, MAX_RETRIES),
+    'retryDelay': DURATIONS, 'retryMaxDelay': DURATIONS, 'ttl': DURATIONS,
+    'retryBackoff': st.one_of(st.integers(1, MAX_BACKOFF),
+                              st.floats(1, MAX_BACKOFF)),
+    'maxLostLeases': st.integers(1, MAX_COUNT),
+    'misfire': st.sampled_from(CHOICES['misfire']),
+    'misfireGrace': DURATIONS,
+    'catchUp': st.integers(1, MAX_CATCH_UP),
+    'overlap': st.sampled_from(CHOICES['overlap']),
+    'maxRuns': st.integers(1, MAX_COUNT),
+}
+
+
+def _isNumber(value):
+    return type(value) in (int, float)
+
+
+def expectedError(name, value):
+    """The error a single argument's value should raise, or None."""
+    if value is None:
+        return None                  # not set: the default, or the clock
+    number, whole = _isNumber(value), type(value) is int
+    rules = {
+        'now': (number, 0, MAX_NOW, False),
+        'start': (number, 0, MAX_NOW, False),
+        'end': (number, 0, MAX_NOW, False),
+        'delay': (number, 0, MAX_DURATION, False),
+        'interval': (number, MIN_INTERVAL, MAX_DURATION, False),
+        'leaseSeconds': (number, 0, MAX_DURATION, True),
+        'timeout': (number, 0, MAX_DURATION, True),
+        'retryDelay': (number, 0, MAX_DURATION, False),
+        'retryMaxDelay': (number, 0, MAX_DURATION, False),
+        'ttl': (number, 0, MAX_DURATION, False),
+        'misfireGrace': (number, 0, MAX_DURATION, False),
+        'retryBackoff': (number, 1, MAX_BACKOFF, False),
+        'retries': (whole, 0, MAX_RETRIES, False),
+        'catchUp': (whole, 1, MAX_CATCH_UP, False),
+        'maxRuns': (whole, 1, MAX_COUNT, False),
+        'maxLostLeases': (whole, 1, MAX_COUNT, False),
+    }
+    if name == 'atMostOnce':
+        return None if type(value) is bool else TypeError
+    if name in CHOICES:
+        if type(value) is not str:
+            return TypeError
+        return None if value in CHOICES[name] else ValueError
+    kind, low, high, open_low = rules[name]
+    if not kind:
+        return TypeError
+    if open_low:
+        return None if low < value <= high else ValueError
+    return None if low <= value <= high else ValueError
+
+
+SCHEDULES = {
+    'add': (),
+    'delay': ('delay',),
+    'interval': ('interval', 'start', 'end'),
+    'cron': ('start', 'end'),
+    'fields': ('start', 'end'),
+}
+
+
+@settings(max_examples=200, deadline=datetime.timedelta(seconds=1),
+          # The tasks fixture registers the same tasks for every example.
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_value_is_refused_cleanly_or_the_job_runs(tasks, data):
+    kind = data.draw(st.sampled_from(sorted(SCHEDULES)), label='kind')
+    event('kind: ' + kind)
+    repeating = kind in ('interval', 'cron', 'fields')
+    names = (['now'] + list(JOB_OPTIONS) + list(SCHEDULES[kind])
+             + (list(CRON_OPTIONS) if repeating else []))
+    # About half the calls have only good values, the others one to three
+    # arguments drawn from anything.
+    wild = data.draw(st.one_of(st.just(set()), st.sets(
+        st.sampled_from(names), min_size=1, max_size=3)),
+        label='drawn from anything')
+    arguments = {}
+    for name in names:
+        value = data.draw(ANYTHING if name in wild
+                          else st.one_of(st.just(ABSENT), GOOD[name]),
+                          label=name)
+        if value is not ABSENT:
+            arguments[name] = value
+    task = data.draw(st.sampled_from(['echo', 'fail']), label='task')
+    startLater = data.draw(st.booleans(), label='startLater')
+
+    bad = {name: expectedError(name, value)
+           for name, value in arguments.items()}
+    bad = {name: error for name, error in bad.items() if error is not None}
+    start, end = arguments.get('start'), arguments.get('end')
+    if not bad and start is not None and end is not None and end < start:
+        bad = {'end': ValueError}      # a window that ends before it starts
+
+    service = zodbtasks.TaskService()
+    clocked = []                       # the clock is read only for now=None
+    service.clock = lambda: clocked.append(T0) or T0
+    if kind == 'add':
+        def call():
+            return service.add(task, startLater=startLater, **arguments)
+    else:
+        schedule = {'cron': {'cron': '*/7 * * * *'},
+                    'fields': {'minute': (0, 30)}}.get(kind, {})
+
+        def call():
+            return service.addCronJob(task, startLater=startLater,
+                                      **schedule, **arguments)
+
+    before = snapshot(service)
+    if bad:
+        errors = tuple(set(bad.values()))
+        with pytest.raises((TypeError, ValueError)) as info:
+            call()
+        assert isinstance(info.value, errors), (info.value, bad)
+        message = str(info.value)
+        assert any(named(name, message) for name in bad), (message, bad)
+        assert not clocked or arguments.get('now') is None
+        # Nothing stored, nothing filed, no counter moved.
+        assert snapshot(service) == before
+        still_works(service)
+        event('refused: %s' % type(info.value).__name__)
+        return
+
+    jobid = call()
+    now = arguments.get('now')
+    assert len(clocked) == (now is None)
+    runToAnOutcome(service, jobid, T0 if now is None else now)
+
+
+def runToAnOutcome(service, jobid, now):
+    job = service.jobs[jobid]
+    if job.status == interfaces.STARTLATER:
+        service.startJob(jobid, now=now)
+    # The first claim places a delayed or repeating job, and takes it if it
+    # is due already.
+    claimed = service.claimNextJob(now=now, worker='w')
+    if claimed is None:
+        assert job.status in ('delayed', 'cronjob', 'completed'), job.status
+        due = job.scheduledFor
+        if due is None:
+            # A window that holds none of its times: done at once.
+            assert job.status == 'completed' and job.attempts == 0
+        elif due > MAX_NOW:
+            # Due after the latest time a call takes: it waits, harmlessly.
+            assert service.claimNextJob(now=MAX_NOW) is None
+        else:
+            now = due
+            claimed = service.claimNextJob(now=now, worker='w')
+    if claimed is not None:
+        assert claimed == jobid and job.status == 'processing'
+        lease = job.leaseSeconds or service.leaseSeconds
+        assert job.lease.expires == now + lease <= MAX_TIME
+        assert service.processNext(now=now, jobid=jobid,
+                                   token=job.lease.token)
+        assert job.completed == now and job.attempts == 1
+        assert job.status in ('completed', 'error', 'retrying', 'cronjob')
+        assert (job.error is None) == (job.task == 'echo')
+        event('ran: %s' % job.status)
+    else:
+        event('never due: %s' % job.status)
+    # Whatever the job holds now (a retry, a next time, a lease, a time to
+    # live), a claim at the latest time still works and runs what is due.
+    claimed = service.claimNextJob(now=MAX_NOW, worker='z')
+    if claimed is not None:
+        assert service.processNext(now=MAX_NOW, jobid=claimed,
+                                   token=service.jobs[claimed].lease.token)
+    service.purgeExpired(now=MAX_NOW)
+    service.hasJobsWaiting(now=MAX_NOW)

@@ -66,12 +66,14 @@ def _shown(value):
 
 
 def _isNumber(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    # An int or a float, as the schedules take: other kinds of number
+    # (Fraction, Decimal, numpy's ints) would reach them as they are.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def checkTime(value, name='now'):
     """Return ``value`` if it is a number of seconds, else raise TypeError."""
-    if not _isNumber(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             '%s must be a number of seconds since the epoch (int or float), '
             'not %s' % (name, _shown(value)))
@@ -84,7 +86,10 @@ def checkMoment(value, name='now'):
     A time is an int or a float of seconds since the epoch from 0 to
     `MAX_NOW`; NaN and the infinities are refused.
     """
-    checkTime(value, name)
+    if not _isNumber(value):
+        raise TypeError(
+            '%s must be a time in seconds since the epoch (int or float), '
+            'not %s' % (name, _shown(value)))
     if not 0 <= value <= MAX_NOW:   # False for NaN too
         raise ValueError(
             '%s must be a finite time in seconds since the epoch, from 0 to '
@@ -140,6 +145,9 @@ def _flag(name, value):
 
 def _choice(*choices):
     def check(name, value):
+        if not isinstance(value, str):
+            raise TypeError('%s must be one of %s, not %r'
+                            % (name, ', '.join(map(repr, choices)), value))
         if value not in choices:
             raise ValueError('%s must be one of %s, not %r'
                              % (name, ', '.join(map(repr, choices)), value))

@@ -351,3 +351,54 @@ def test_a_multi_processor_keeps_to_the_limit_too(stored):
     # see the outcomes that the other threads added since, one each.
     assert max(seen) <= 4 + 3 - 1
     assert proc.stats == {'completed': 60}
+
+
+# -- values that would poison the indexes, given to the service itself -----
+
+@pytest.mark.parametrize('name, value', [
+    ('leaseSeconds', float('inf')), ('leaseSeconds', 0),
+    ('resultTTL', float('nan')), ('missingTaskDelay', -1),
+    ('missingTaskTimeout', 1e300)])
+def test_a_bad_setting_of_the_service_is_refused(service, name, value):
+    before = getattr(service, name)
+    with pytest.raises((TypeError, ValueError), match=name):
+        setattr(service, name, value)
+    assert getattr(service, name) == before
+    assert name not in service.__dict__
+
+
+def test_settings_of_the_service_are_stored(db):
+    import transaction
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+        service.leaseSeconds = 5
+        service.resultTTL = 7
+    with db.transaction() as conn:
+        service = conn.root()['tasks']
+        assert (service.leaseSeconds, service.resultTTL) == (5, 7)
+        service.resultTTL = None
+    with db.transaction() as conn:
+        assert conn.root()['tasks'].resultTTL is None
+    transaction.abort()
+
+
+def test_a_heartbeat_refuses_a_bad_length(service):
+    jobid = service.add('echo', 'x')
+    (got, lease), = claimed(service, 0)
+    expires = lease.expires
+    with pytest.raises(ValueError, match='lease'):
+        service.heartbeat(jobid, lease.token, now=1, seconds=float('inf'))
+    assert lease.expires == expires
+    assert service.heartbeat(jobid, lease.token, now=1) == 61
+
+
+def test_a_retry_with_a_bad_delay_follows_the_job_policy(service):
+    def task(input):
+        raise zodbtasks.Retry('again', delay=float('inf'))
+    zope.component.provideUtility(zodbtasks.SimpleTask(task), name='again')
+    jobid = service.add('again', None, retries=2, retryDelay=5)
+    assert service.processNext(now=100)
+    job = service.jobs[jobid]
+    assert (job.status, job.scheduledFor) == ('retrying', 105)
+    assert 'its Retry delay was refused' in job.error
+    assert service.claimNextJob(now=106) == jobid

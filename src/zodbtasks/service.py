@@ -139,6 +139,32 @@ def _notify(event, service, job, now, **details):
             kept.append(made)
 
 
+class _Duration:
+    """A setting of the service in seconds, checked when it is set: a bad
+    value would otherwise reach the indexes with every job that uses it."""
+
+    def __init__(self, default, positive=False, optional=False):
+        self.default = default
+        self.positive = positive
+        self.optional = optional
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, service, owner=None):
+        if service is None:
+            return self
+        service._p_activate()
+        return service.__dict__.get(self.name, self.default)
+
+    def __set__(self, service, value):
+        if not (self.optional and value is None):
+            checkDuration(value, self.name, positive=self.positive)
+        service._p_activate()
+        service.__dict__[self.name] = value
+        service._p_changed = True
+
+
 @implementer(interfaces.IScheduledTaskService)
 class TaskService(persistent.Persistent):
     """A persistent queue and scheduler of jobs; see `ITaskService`."""
@@ -146,17 +172,17 @@ class TaskService(persistent.Persistent):
     taskInterface = interfaces.ITask
     __parent__ = __name__ = None
     #: How long a claim lasts, in seconds, unless the job says otherwise.
-    leaseSeconds = 60
+    leaseSeconds = _Duration(60, positive=True)
     #: How long finished jobs are kept, in seconds, unless the job says
     #: otherwise; None keeps them until ``clean``.
-    resultTTL = None
+    resultTTL = _Duration(None, optional=True)
     #: While True, no job is claimed.
     paused = False
     #: A worker that claims a job whose task it does not know gives it back
     #: for this many seconds, so that a worker that knows it may take it...
-    missingTaskDelay = 10
+    missingTaskDelay = _Duration(10)
     #: ... and the job fails after this many seconds without such a worker.
-    missingTaskTimeout = 3600
+    missingTaskTimeout = _Duration(3600)
     #: The processor class that `startProcessing` starts (None: the
     #: processor module's default) and the keyword arguments it gets.
     processorFactory = None
@@ -835,6 +861,7 @@ class TaskService(persistent.Persistent):
         lease = self._checkLease(job, token)
         if started and lease.started is None:
             lease.started = now
+        _leaseSeconds(seconds)
         seconds = seconds or job.leaseSeconds or self.leaseSeconds
         shard = lease.key & _LEASE_SHARD_MASK
         del self._leases[shard][lease.key]
@@ -1295,7 +1322,11 @@ class TaskService(persistent.Persistent):
                 raise
             except Retry as error:
                 failure = (str(error), traceback.format_exc())
-                retryDelay = error.delay
+                retryDelay = _retryDelay(error)
+                if retryDelay is _REFUSED:
+                    retryDelay = None
+                    failure = ('%s (its Retry delay was refused: %s)'
+                               % (error, error.refused), failure[1])
             except TaskError as error:
                 failure = (str(error), traceback.format_exc())
             except Exception as error:
@@ -1457,6 +1488,22 @@ def _leaseShard(worker):
     if worker is None:
         return random.getrandbits(_LEASE_SHARD_BITS)
     return zlib.crc32(str(worker).encode('utf-8')) & _LEASE_SHARD_MASK
+
+
+_REFUSED = object()
+
+
+def _retryDelay(retry):
+    """The delay a `Retry` asks for, None, or `_REFUSED` (the reason is
+    then ``retry.refused``)."""
+    if retry.delay is None:
+        return None
+    try:
+        checkDuration(retry.delay, 'delay')
+    except (TypeError, ValueError) as error:
+        retry.refused = str(error)
+        return _REFUSED
+    return retry.delay
 
 
 def _leaseSeconds(lease):

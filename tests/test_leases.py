@@ -247,20 +247,67 @@ def test_recording_with_release_drops_the_lease_from_the_index(service,
         assert (lease.key in tree) is not release
 
 
-def test_a_heartbeat_keeps_the_lease_in_its_tree_and_expiry_still_works(
+def test_a_heartbeat_writes_the_lease_alone_and_expiry_still_works(
         service, tasks):
+    """A heartbeat leaves the lease index as it is, so that renewals never
+    conflict over its trees; the claim that passes the old end moves the
+    entry on, in the same tree."""
     from zodbtasks.service import _LEASE_SHARD_MASK
     jobid = service.add('echo', 'x', now=0)
     [got] = service.claimJobs(now=0, count=1, worker='w')
     lease = service.jobs[jobid].lease
     shard, oldKey = lease.key & _LEASE_SHARD_MASK, lease.key
     assert service.heartbeat(jobid, lease.token, now=50) == 110
-    assert lease.key & _LEASE_SHARD_MASK == shard
+    assert lease.key == oldKey and oldKey in service._leases[shard]
+    assert not service.hasJobsWaiting(now=61)
+    assert service.claimNextJob(now=61, worker='v') is None
+    assert lease.key != oldKey and lease.key & _LEASE_SHARD_MASK == shard
     assert oldKey not in service._leases[shard]
     assert not service.hasJobsWaiting(now=109)
     assert service.hasJobsWaiting(now=111)
     assert service.claimNextJob(now=111, worker='v') == jobid
     assert service.jobs[jobid].attempts == 2
+
+
+def test_a_heartbeat_never_shortens_a_lease(service, tasks):
+    jobid = service.add('echo', 'x', now=0, leaseSeconds=100)
+    [got] = service.claimJobs(now=0, count=1, worker='w')
+    lease = service.jobs[jobid].lease
+    assert service.heartbeat(jobid, lease.token, now=10, seconds=5) == 100
+
+
+def test_a_heartbeat_and_a_start_mark_at_once_both_hold(tmp_path, tasks):
+    """Two connections write the same lease, one renewing it and one saying
+    that its run began: the lease resolves the conflict and keeps both.
+    (FileStorage resolves conflicts; MappingStorage does not.)"""
+    import transaction
+    import ZODB
+    import ZODB.FileStorage
+    import zodbtasks
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+        jobid = service.add('echo', 'x', now=0)
+        [got] = service.claimJobs(now=0, count=1, worker='w', start=0)
+        token = service.jobs[jobid].lease.token
+    tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
+    one, two = db.open(transaction_manager=tm1), db.open(transaction_manager=tm2)
+    try:
+        tm1.begin()
+        tm2.begin()
+        one.root()['tasks'].heartbeat(jobid, token, now=30, started=False)
+        two.root()['tasks'].markStarted(jobid, token, now=20)
+        tm1.commit()
+        tm2.commit()
+        tm1.begin()
+        lease = one.root()['tasks'].jobs[jobid].lease
+        assert (lease.expires, lease.started) == (90, 20)
+    finally:
+        tm1.abort()
+        tm2.abort()
+        one.close()
+        two.close()
+        db.close()
 
 
 @pytest.mark.parametrize('count', [-1, 1.5, '3', None, True])

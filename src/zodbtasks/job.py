@@ -227,6 +227,25 @@ class Lease(persistent.Persistent):
     def __repr__(self):
         return '<Lease of %r until %r>' % (self.worker, self.expires)
 
+    def _p_resolveConflict(self, old, committed, new):
+        # A heartbeat (which moves ``expires`` on) and the commit that says
+        # the run began (``started``) may write a lease at once: keep both.
+        # Any other difference is a real conflict.
+        merged = dict(new)
+        for name in set(old) | set(committed) | set(new):
+            if name in ('expires', 'started'):
+                continue
+            if committed.get(name) != old.get(name) \
+                    and new.get(name) != old.get(name):
+                raise ValueError('conflicting changes to %s' % name)
+            if committed.get(name) != old.get(name):
+                merged[name] = committed.get(name)
+        merged['expires'] = max(committed['expires'], new['expires'])
+        starts = [s for s in (committed.get('started'), new.get('started'))
+                  if s is not None]
+        merged['started'] = min(starts) if starts else None
+        return merged
+
 
 @implementer(interfaces.IJob)
 class Job(persistent.Persistent):

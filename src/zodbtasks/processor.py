@@ -583,6 +583,7 @@ class SimpleProcessor:
         """``runs`` were committed (but ``dropped``): report them."""
         lost = set(map(id, dropped))
         for run in runs:
+            self._beats.drop(run.claim)
             if id(run) in lost:
                 run.status = None
                 self._dropped(run, said)
@@ -649,6 +650,7 @@ class SimpleProcessor:
             elif dropped:
                 self._dropped(run, said)
                 run.status = None
+        self._beats.drop(run.claim)
         self._report(run, said)
         said.deliver()
 

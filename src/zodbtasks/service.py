@@ -72,6 +72,7 @@ from zodbtasks.context import appendLog
 from zodbtasks.interfaces import LeaseLost
 from zodbtasks.interfaces import TaskMissing
 from zodbtasks.job import JOB_OPTIONS
+from zodbtasks.job import MAX_DURATION as _MAX_DURATION
 from zodbtasks.job import MAX_NOW
 from zodbtasks.job import CronJob
 from zodbtasks.job import Job
@@ -710,8 +711,10 @@ class TaskService(persistent.Persistent):
         limit = _timeKey(now) | _LOW_MASK
         if self._scheduled and self._scheduled.minKey() <= limit:
             return True
-        # An expired lease counts: its job is to be given back.
-        return any(self._liveLeases(max=limit))
+        # An expired lease counts: its job is to be given back. (Entries of
+        # leases that heartbeats extended wait to be moved on by a claim.)
+        return any(self.jobs[jobid].lease.expires <= now
+                   for _, jobid in self._liveLeases(max=limit))
 
     def isIdle(self, now=None):
         """Whether no job is due at ``now`` and no worker holds one."""
@@ -730,7 +733,7 @@ class TaskService(persistent.Persistent):
             job = self.jobs.get(jobid)
             if job is not None and job.status == interfaces.PROCESSING \
                     and job.lease is not None and job.lease.key == key:
-                yield key
+                yield key, jobid
 
     def claimNextJob(self, now=None, worker=None, lease=None, spread=False):
         """Claim the next due job for ``worker`` and return its id, or None.
@@ -854,20 +857,23 @@ class TaskService(persistent.Persistent):
 
         The heartbeat of a running job tells that its run started; a worker
         that renews a claim it has not started yet says ``started=False``.
-        Raises `LeaseLost` if that lease is no longer the job's.
+        It writes the lease alone: the lease index keeps the old end, and
+        the claim that finds it there moves it on. Raises `LeaseLost` if
+        that lease is no longer the job's.
         """
         now = self._now(now)
+        _leaseSeconds(seconds)
         job = self._job(jobid)
         lease = self._checkLease(job, token)
+        seconds = seconds or job.leaseSeconds or self.leaseSeconds
+        expires = max(lease.expires, now + seconds)
+        if expires > MAX_NOW + _MAX_DURATION:
+            raise ValueError('a lease cannot end after %r, but now + seconds '
+                             'is %r' % (MAX_NOW + _MAX_DURATION, expires))
         if started and lease.started is None:
             lease.started = now
-        _leaseSeconds(seconds)
-        seconds = seconds or job.leaseSeconds or self.leaseSeconds
-        shard = lease.key & _LEASE_SHARD_MASK
-        del self._leases[shard][lease.key]
-        lease.expires = now + seconds
-        self._indexLease(lease, jobid, shard)
-        return lease.expires
+        lease.expires = expires
+        return expires
 
     def markStarted(self, jobid, token, now=None):
         """Tell that the run of a job claimed under ``token`` begins.
@@ -1028,7 +1034,10 @@ class TaskService(persistent.Persistent):
                 del leases[key]       # the run ended, or was extended
                 continue
             if lease.expires > now:
-                break                 # within the same millisecond
+                # Extended by heartbeats since it was indexed: move it on.
+                del leases[key]
+                self._indexLease(lease, job.id, key & _LEASE_SHARD_MASK)
+                continue
             del leases[key]
             worker = lease.worker or '(unnamed)'
             if lease.started is None:

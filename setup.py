@@ -20,6 +20,7 @@ RELSTORAGE_REQUIRE = [
 
 TESTS_REQUIRE = [
     'pytest',
+    'pytest-timeout',
     'hypothesis',
     'cronsim',
     'croniter',

@@ -370,3 +370,17 @@ def test_a_layout_1_service_with_the_new_trees_already_is_upgraded_too(
     assert service.claimNextJob(now=1, worker='w') == queued
     assert service._layout == LAYOUT
     assert service.claimNextJob(now=60.5, worker='v') == held
+
+
+def test_a_lease_extended_to_the_same_millisecond_does_not_stall_claims(
+        service, tasks):
+    """An entry whose lease was extended to a time within the claim's own
+    millisecond stays where it is: moving it would find it again."""
+    jobid = service.add('echo', 'x', now=0)
+    other = service.add('echo', 'y', now=0)
+    [got] = service.claimJobs(now=0, count=1, worker='w')
+    lease = service.jobs[jobid].lease
+    lease.expires = 60.0004          # as a heartbeat could leave it
+    assert service.claimNextJob(now=60.0001, worker='v') == other
+    assert service.getStatus(jobid) == 'processing'
+    assert service.claimNextJob(now=60.001, worker='v') == jobid

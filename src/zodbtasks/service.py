@@ -1034,6 +1034,9 @@ class TaskService(persistent.Persistent):
                 del leases[key]       # the run ended, or was extended
                 continue
             if lease.expires > now:
+                if _timeKey(lease.expires) >> _LOW_BITS \
+                        == _timeKey(now) >> _LOW_BITS:
+                    break             # it ends within this millisecond
                 # Extended by heartbeats since it was indexed: move it on.
                 del leases[key]
                 self._indexLease(lease, job.id, key & _LEASE_SHARD_MASK)

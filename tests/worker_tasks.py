@@ -90,5 +90,14 @@ def overrun(service, jobid, input):
     return 'woke up'
 
 
-TASKS.update(append_run=append_run, overrun=overrun)
+def append_slowly(service, jobid, input):
+    """Append the job's id to ``input['ledger']``, then sleep
+    ``input['seconds']``: a job that writes nothing and takes a while."""
+    _append(input['ledger'], str(jobid))
+    time.sleep(input['seconds'])
+    return jobid
+
+
+TASKS.update(append_run=append_run, overrun=overrun,
+             append_slowly=append_slowly)
 register()

@@ -66,3 +66,38 @@ def register():
 
 
 register()
+
+
+# -- Tasks of the fault tests (test_faults.py) --------------------------------
+
+def append_run(service, jobid, input):
+    """Append ``<job id> <worker pid>`` to the file ``input``: the tests can
+    tell which worker ran each copy of a job that ran twice."""
+    _append(input, '%d %d' % (jobid, os.getpid()))
+    return jobid
+
+
+def overrun(service, jobid, input):
+    """Sleep ``input['seconds']`` without a heartbeat.
+
+    Appends ``<job id> <worker pid> <attempt>`` to ``input['started']`` when
+    it starts and to ``input['ended']`` when it wakes up.
+    """
+    line = '%d %d %d' % (jobid, os.getpid(), current().attempt)
+    _append(input['started'], line)
+    time.sleep(input['seconds'])
+    _append(input['ended'], line)
+    return 'woke up'
+
+
+def append_slowly(service, jobid, input):
+    """Append the job's id to ``input['ledger']``, then sleep
+    ``input['seconds']``: a job that writes nothing and takes a while."""
+    _append(input['ledger'], str(jobid))
+    time.sleep(input['seconds'])
+    return jobid
+
+
+TASKS.update(append_run=append_run, overrun=overrun,
+             append_slowly=append_slowly)
+register()

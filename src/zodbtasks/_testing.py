@@ -220,3 +220,28 @@ class Workers:
 
     def __exit__(self, *exc):
         self.stopAll()
+
+
+class RestartableZEOServer(ZEOServer):
+    """A `ZEOServer` that starts again on the port it had, on the same file.
+
+    The first `start` picks a free port; after `stop`, `start` listens on
+    that port again, so that clients that knew the address can reconnect.
+    """
+
+    def start(self):
+        if self.port is None:
+            return super().start()
+        logPath = self.path + '.zeo.log'
+        with open(logPath, 'ab') as logFile:
+            self.process = subprocess.Popen(
+                [sys.executable, '-m', 'ZEO.runzeo',
+                 '-a', '%s:%d' % self.address, '-f', self.path],
+                stdout=logFile, stderr=subprocess.STDOUT)
+        try:
+            waitFor(self._listening, self.startTimeout,
+                    'the ZEO server listening on port %d again' % self.port)
+        except BaseException:
+            self.stop()
+            raise
+        return self

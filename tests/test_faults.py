@@ -269,7 +269,7 @@ def test_a_worker_blocked_writing_its_log_runs_no_job_twice(
     """A worker logs into a pipe that nobody reads, so it fills (64 KiB) and
     the worker's next log write blocks, while it has jobs in hand. Then
     three more workers, whose pipes are read, start and run the other jobs;
-    the first pipe is read only once every job ran (or 35 s passed): the
+    the first pipe is read only once every job ran (or 30 s passed): the
     first worker is held up far longer than its 3 s lease. Expected: no job
     ran twice, and every job completed.
 
@@ -290,17 +290,17 @@ def test_a_worker_blocked_writing_its_log_runs_no_job_twice(
             def full():
                 waiting, capacity = workers.unread(stuck)
                 return waiting >= capacity - FULL
-            filled = within(full, 20)
+            filled = within(full, 15)
             filledAt = time.monotonic()
             ranAlone = len(runsById(ledger))
             for _ in range(processes - 1):
                 workers.read(workers.start(*args))
-            complete = within(lambda: len(runsById(ledger)) == jobs, 35)
+            complete = within(lambda: len(runsById(ledger)) == jobs, 30)
             released = time.monotonic()
             waiting, capacity = workers.unread(stuck)
             stillRunning = stuck.poll() is None
             workers.read(stuck)
-            codes = workers.wait(timeout=15)
+            codes = workers.wait(timeout=10)
             logs = [workers.output(p) for p in workers.processes]
         service = client.service()
         statuses = collections.Counter(service.getStatus(i) for i in ids)

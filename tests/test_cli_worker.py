@@ -293,3 +293,74 @@ def test_the_console_script_when_installed():
                           text=True, timeout=WAIT)
     assert done.returncode == 0
     assert '--until-idle' in done.stdout
+
+
+def test_connect_timeout_bounds_the_wait_for_a_zeo_server(tmp_path):
+    """Nothing listens on the port: the worker gives up after the time
+    given, not ZEO's 30 s, with one line that says why."""
+    import time
+    from zodbtasks._testing import freePort
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, '-m', 'zodbtasks.cli', 'worker', '--db',
+         'zeo://127.0.0.1:%d' % freePort(), '--service', 'tasks',
+         '--connect-timeout', '1'],
+        env=dict(os.environ, **env()), capture_output=True, text=True,
+        timeout=WAIT, cwd=str(tmp_path))
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - began < 20
+    assert 'cannot open --db zeo://127.0.0.1:' in result.stderr
+
+
+def test_task_modules_are_imported_from_the_working_directory(tmp_path, fs):
+    (tmp_path / 'mytasks_here.py').write_text(
+        'import zope.component\n'
+        'from zodbtasks.interfaces import ITask\n'
+        'def shout(service, jobid, input):\n'
+        '    return input.upper()\n'
+        'zope.component.provideUtility(shout, ITask, name="shout")\n')
+    import zope.component
+    from zodbtasks.interfaces import ITask
+    zope.component.provideUtility(lambda service, jobid, input: None, ITask,
+                                  name='shout')    # known here, to add it
+    with Stored(fs) as root:
+        root['tasks'] = service = zodbtasks.TaskService()
+        jobid = service.add('shout', 'hi')
+    # The console script, as users run it: unlike ``python -m``, it does
+    # not put the working directory on the path by itself.
+    script = shutil.which('zodbtasks', path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip('the zodbtasks console script is not installed')
+    result = subprocess.run(
+        [script, 'worker', '--db', fs,
+         '--service', 'tasks', '--tasks', 'mytasks_here', '--until-idle',
+         '--poll', '0.05'],
+        env=dict(os.environ, PYTHONPATH=os.environ.get('PYTHONPATH', '')),
+        capture_output=True, text=True, timeout=WAIT, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    with Stored(fs) as root:
+        assert root['tasks'].getResult(jobid) == 'HI'
+
+
+def test_a_worker_that_knows_no_tasks_says_so_and_gives_jobs_back(fs,
+                                                                  tmp_path):
+    import zope.component
+    from zodbtasks.interfaces import ITask
+    zope.component.provideUtility(lambda service, jobid, input: None, ITask,
+                                  name='elsewhere')
+    with Stored(fs) as root:
+        root['tasks'] = service = zodbtasks.TaskService()
+        jobid = service.add('elsewhere', None)
+    result = subprocess.run(
+        [sys.executable, '-m', 'zodbtasks.cli', 'worker', '--db', fs,
+         '--service', 'tasks', '--until-idle', '--poll', '0.05'],
+        env=dict(os.environ, **env()), capture_output=True, text=True,
+        timeout=WAIT, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert 'this worker knows no tasks' in result.stderr
+    assert 'WARNING zodbtasks.processor gave back job %d' % jobid \
+        in result.stderr
+    with Stored(fs) as root:
+        job = root['tasks'].jobs[jobid]
+        assert (job.status, job.waitingForTask, job.attempts) == (
+            'queued', 'elsewhere', 0)

@@ -411,3 +411,22 @@ def test_two_connections_adding_jobs_at_once_do_not_conflict(tmp_path, tasks):
             'queued', 'queued', 'cronjob', 'cronjob']
         assert service.process(now=0) == 600
     db.close()
+
+
+def test_an_index_entry_that_its_job_disowns_is_dropped_not_run(service):
+    """Should a queue or schedule entry ever point at a job that waits
+    elsewhere (or is gone), a claim drops it and goes on; it never claims
+    the job a second time."""
+    from zodbtasks.service import _QUEUE, _SCHEDULED
+    first = service.add('echo', 'first', now=0)
+    second = service.add('echo', 'second', now=0)
+    job = service.jobs[first]
+    # A second queue entry for `first`, older than its own.
+    n = job._indexKey >> 59
+    lane = service._queue[n]
+    lane[(n << 59) + 1] = first
+    service._scheduled[5] = second          # and a stray schedule entry
+    assert service.claimJobs(now=1, count=3) == [first, second]
+    assert service.jobs[first].attempts == 1
+    assert (n << 59) + 1 not in lane
+    assert 5 not in service._scheduled

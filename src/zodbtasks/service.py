@@ -1126,7 +1126,11 @@ class TaskService(persistent.Persistent):
         scheduled = self._scheduled
         limit = _timeKey(now) | _LOW_MASK
         while scheduled and scheduled.minKey() <= limit:
-            job = self.jobs[scheduled[scheduled.minKey()]]
+            key = scheduled.minKey()
+            job = self.jobs.get(scheduled[key])
+            if _stale(job, _SCHEDULED, key):
+                del scheduled[key]
+                continue
             if job.scheduledFor > now:
                 break
             place = _placeOf(job)
@@ -1141,11 +1145,15 @@ class TaskService(persistent.Persistent):
                     return job, place
             except Exception as error:
                 self._poisoned(job, now, error)
-        head = self._laneHead(lane) if spread else self._queueHead()
-        if head is None:
-            return None
-        lane, key = head
-        job = self.jobs[lane[key]]
+        while True:
+            head = self._laneHead(lane) if spread else self._queueHead()
+            if head is None:
+                return None
+            tree, key = head
+            job = self.jobs.get(tree[key])
+            if not _stale(job, _QUEUE, key):
+                break
+            del tree[key]
         place = _placeOf(job)
         self._unindex(job)
         self._startRun(job, now)
@@ -1439,6 +1447,12 @@ class Outcome:
     def __repr__(self):
         return '<Outcome of job %s: %s>' % (
             self.jobid, 'failed: %s' % self.error if self.failed else 'ok')
+
+
+def _stale(job, index, key):
+    """Whether an index entry is not where its job says it waits (the job
+    is gone, or waits elsewhere): such an entry is dropped, never run."""
+    return (job is None or job._index != index or job._indexKey != key)
 
 
 def _placeOf(job):

@@ -6,21 +6,9 @@ environment variable ZODBTASKS_REQUIRE_POSTGRES is set, as CI does.
 """
 import pytest
 
-from zodbtasks._testing import PostgresDatabase
 from zodbtasks._testing import openRelStorage
 
-
-@pytest.fixture
-def postgres():
-    from test_workers_relstorage import REQUIRED
-    from test_workers_relstorage import unavailable
-    reason = unavailable()
-    if reason is not None:
-        if REQUIRED:
-            pytest.fail(reason + ' (and ZODBTASKS_REQUIRE_POSTGRES is set)')
-        pytest.skip(reason)
-    with PostgresDatabase() as database:
-        yield database
+from test_workers_relstorage import postgres  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(autouse=True)

@@ -68,6 +68,10 @@ class ZEOServer:
 
     def start(self):
         self.port = freePort()
+        return self._launch('the ZEO server listening on port %d')
+
+    def _launch(self, what):
+        """Run the server on ``self.port``; wait until it listens."""
         logPath = self.path + '.zeo.log'
         with open(logPath, 'ab') as logFile:
             self.process = subprocess.Popen(
@@ -75,8 +79,7 @@ class ZEOServer:
                  '-a', '%s:%d' % self.address, '-f', self.path],
                 stdout=logFile, stderr=subprocess.STDOUT)
         try:
-            waitFor(self._listening, self.startTimeout,
-                    'the ZEO server listening on port %d' % self.port)
+            waitFor(self._listening, self.startTimeout, what % self.port)
         except BaseException:
             self.stop()
             raise
@@ -232,16 +235,4 @@ class RestartableZEOServer(ZEOServer):
     def start(self):
         if self.port is None:
             return super().start()
-        logPath = self.path + '.zeo.log'
-        with open(logPath, 'ab') as logFile:
-            self.process = subprocess.Popen(
-                [sys.executable, '-m', 'ZEO.runzeo',
-                 '-a', '%s:%d' % self.address, '-f', self.path],
-                stdout=logFile, stderr=subprocess.STDOUT)
-        try:
-            waitFor(self._listening, self.startTimeout,
-                    'the ZEO server listening on port %d again' % self.port)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._launch('the ZEO server listening on port %d again')

@@ -716,41 +716,34 @@ class SimpleProcessor:
         """Extend the lease; return its new end, or None if it could not be
         written this time (the next heartbeat tries again). Raises
         LeaseLost."""
-        tm = transaction.TransactionManager()
+        def beat(service):
+            return service.heartbeat(jobid, token, self.clock(),
+                                     seconds=self.lease, started=started)
         said = _Said()
         try:
-            for attempt in range(self.attempts):
-                try:
-                    conn = self.db.open(transaction_manager=tm)
-                except Exception as error:
-                    self._unreached(error, said)
-                    return None
-                try:
-                    tm.begin()
-                    service = self.service(conn)
-                    expires = service.heartbeat(jobid, token, self.clock(),
-                                                seconds=self.lease,
-                                                started=started)
-                    tm.commit()
-                    self._reached(said)
-                    return expires
-                except TransientError as error:
-                    tm.abort()
-                    if disconnected(error):
-                        self._unreached(error, said)
-                        return None
-                    self._count('heartbeat')
-                    self._backoff(attempt)
-                except BaseException:
-                    tm.abort()
-                    raise
-                finally:
-                    conn.close()
-            said(logging.WARNING, 'could not extend the lease on job %s for '
-                 'conflicts', jobid)
-            return None
+            expires = self._transact(beat, 'heartbeat',
+                                     transaction.TransactionManager())
+        except LeaseLost:
+            raise
+        except Exception as error:
+            # Not written this time, for whatever reason: the claim keeps
+            # its lease until the next heartbeat or the run's commit.
+            if disconnected(error):
+                self._unreached(error, said)
+            else:
+                said(logging.WARNING, 'could not extend the lease on job %s: '
+                     '%s: %s', jobid, type(error).__name__, error)
+            expires = None
+        else:
+            if expires is _GAVE_UP:
+                said(logging.WARNING, 'could not extend the lease on job %s '
+                     'for conflicts', jobid)
+                expires = None
+            else:
+                self._reached(said)
         finally:
             said.deliver()
+        return expires
 
     def _timedOut(self, claim):
         """A run went past its job's timeout: fail it (the heartbeat thread

@@ -539,7 +539,7 @@ class SimpleProcessor:
         try:
             method(claim.jobid, claim.token, now)
         except LeaseLost:
-            self._beats.drop(claim)
+            self._beats.lose(claim)
 
     def _claimJobs(self, service, now, count, start):
         if not count:
@@ -757,6 +757,12 @@ class SimpleProcessor:
 
     # -- running a claimed job ------------------------------------------------
 
+    def _lostBeforeRun(self, claim, why):
+        log.info('dropped job %s before running it: %s', claim.jobid, why)
+        with self._lock:
+            self.stats['lost'] += 1
+        return None
+
     def _runJob(self, claim, group=False, flush=True):
         """Run a claimed job; return its `_Run` or None.
 
@@ -766,18 +772,22 @@ class SimpleProcessor:
         until then); with ``flush``, such a step follows at once when
         ``maxUnrecorded`` outcomes wait.
         """
+        if claim.lost:
+            return self._lostBeforeRun(claim, 'its lease is gone')
         if self.clock() >= claim.expires - claim.length / 2:
             try:
                 expires = self._heartbeat(claim.jobid, claim.token)
             except LeaseLost as error:
-                self._beats.drop(claim)
-                log.info('dropped job %s before running it: %s',
-                         claim.jobid, error)
-                with self._lock:
-                    self.stats['lost'] += 1
-                return None
+                self._beats.lose(claim)
+                return self._lostBeforeRun(claim, error)
             if expires is not None:
                 claim.expires = expires
+            elif self.clock() >= claim.expires:
+                # Not renewed, and over by our clock: another worker may
+                # hold the job by now.
+                self._beats.lose(claim)
+                return self._lostBeforeRun(claim, 'its lease ran out and '
+                                           'could not be renewed')
         if group:
             self._recordToLimit()
         self._beats.hold(claim)

@@ -517,6 +517,8 @@ class TaskService(persistent.Persistent):
         job.scheduledFor = None
         job.paused = False
         # A worker running it loses its lease: what it records is refused.
+        if job.lease is not None:
+            job.lease.revoked = True
         job.lease = None
         self._finish(job, interfaces.CANCELLED, now)
         _notify(events.JobCancelled, self, job, now)
@@ -1001,7 +1003,7 @@ class TaskService(persistent.Persistent):
     def _checkLease(self, job, token):
         lease = job.lease
         if (job.status != interfaces.PROCESSING or lease is None
-                or lease.token != token):
+                or lease.token != token or lease.revoked):
             raise LeaseLost('job %r is no longer held under lease %r (it is '
                             '%r)' % (job.id, token, job.status))
         return lease
@@ -1042,6 +1044,7 @@ class TaskService(persistent.Persistent):
                 self._indexLease(lease, job.id, key & _LEASE_SHARD_MASK)
                 continue
             del leases[key]
+            lease.revoked = True
             worker = lease.worker or '(unnamed)'
             if lease.started is None:
                 appendLog(job, 'the worker %s let its claim on this job '
@@ -1052,11 +1055,11 @@ class TaskService(persistent.Persistent):
             message = ('the worker %s lost its lease on this job at %s'
                        % (worker, lease.expires))
             job.lostLeases += 1
-            limit = job.maxLostLeases
-            if not job.atMostOnce and limit is not None \
-                    and job.lostLeases >= limit:
+            most = job.maxLostLeases
+            if not job.atMostOnce and most is not None \
+                    and job.lostLeases >= most:
                 message += ('; runs of this job lost their lease %d times '
-                            '(maxLostLeases is %d)' % (job.lostLeases, limit))
+                            '(maxLostLeases is %d)' % (job.lostLeases, most))
             if job.atMostOnce or message.endswith(')'):
                 job.error, job.traceback = message, None
                 job.completed = now

@@ -1,5 +1,6 @@
 """Processors claim jobs in one transaction and run them in the next."""
 import contextlib
+import logging
 import random
 import threading
 
@@ -617,9 +618,21 @@ def test_the_path_of_a_service_is_found_or_given(stored):
                                          timeout=WAIT)
 
 
-def test_a_service_outside_a_database_cannot_be_processed():
+def test_a_service_outside_a_database_is_not_processed(caplog):
+    service = zodbtasks.TaskService()
+    # As in z3c.taskqueue, the service's methods do nothing (with a warning
+    # for a start) ...
+    with caplog.at_level(logging.WARNING, 'zodbtasks'):
+        assert service.startProcessing() is None
+    assert 'not stored in a database' in caplog.text
+    assert not service.isProcessing()
+    assert service.stopProcessing() is None
+    assert processing.running() == []
+    # ... and the module's function, asked for a thread, says why not.
     with pytest.raises(ValueError, match='not stored in a database'):
-        zodbtasks.TaskService().startProcessing()
+        processing.startProcessing(service)
+    assert not processing.isProcessing(service)
+    assert processing.stopProcessing(service)
 
 
 def test_each_step_uses_the_thread_transaction_manager(stored, ran):

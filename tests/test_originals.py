@@ -180,6 +180,25 @@ def unexplained(failures):
     return found
 
 
+def test_only_the_listed_failures_are_explained():
+    lines = '    zodbtasks INFO\n      Job: %d\n'
+    start = '    zodbtasks INFO\n      starting service tasks\n'
+    stop = '    zodbtasks INFO\n      stopping service tasks\n'
+    want = lines % 3 + lines % 4
+    logged = (LOVELY + 'processor.txt', 239)
+    assert unexplained({
+        (Z3C + 'README.txt', 53): ('    jobid\n', '    1\n', '    7\n'),
+        logged: ('    print(log_info)\n', want, start + want + stop),
+    }) == {}
+    # Another line, or lines in another order, are not z3c.taskqueue's.
+    for got in (start + lines % 4 + lines % 3 + stop, start + want + want,
+                None):
+        failure = ('    print(log_info)\n', want, got)
+        assert unexplained({logged: failure}) == {logged: failure}
+    other = (Z3C + 'README.txt', 54)
+    assert unexplained({other: ('x', 'y', 'z')}) == {other: ('x', 'y', 'z')}
+
+
 def test_the_originals_tests_fail_only_where_zodbtasks_differs_by_design(
         tmp_path):
     passed, failed, failures = failuresOf(tmp_path)

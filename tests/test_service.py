@@ -440,7 +440,7 @@ def test_an_index_entry_that_its_job_disowns_is_dropped_not_run(service):
     assert 5 not in service._scheduled
 
 
-# -- as the reference packages had it -------------------------------------------
+# -- as the reference packages had it ------------------------------------------
 
 def test_a_zope_container_stores_the_service_itself(db, service):
     from zope.container.sample import SampleContainer
@@ -547,7 +547,7 @@ def test_start_job_on_a_job_not_waiting_writes_nothing(service):
         service.startJob(queued, now=-1)
 
 
-# -- zodbtasks.testing ----------------------------------------------------------
+# -- zodbtasks.testing ---------------------------------------------------------
 
 def test_the_stub_service_runs_only_stub_tasks_with_ids_in_sequence(tasks):
     from zodbtasks import testing

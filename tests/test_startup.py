@@ -180,7 +180,7 @@ def test_a_bad_setting_is_logged_and_starts_nothing(app, caplog):
     assert startup.getDatabase() is app
 
 
-# -- as z3c.taskqueue had it ----------------------------------------------------
+# -- as z3c.taskqueue had it ---------------------------------------------------
 
 def test_the_database_is_kept_where_z3c_taskqueue_kept_it(db):
     from zope.processlifetime import DatabaseOpenedWithRoot
@@ -253,12 +253,13 @@ def test_the_database_opened_event_starts_a_registered_service(sites, tasks):
     assert processor.stopAll(WAIT)
 
 
-# -- processor paths from the application root ----------------------------------
+# -- processor paths from the application root ---------------------------------
 
 def test_a_processor_path_may_start_at_the_application_root(db, tasks):
     from zodbtasks.paths import findService
     with db.transaction() as conn:
-        conn.root()['Application'] = app = persistent.mapping.PersistentMapping()
+        root = conn.root()
+        root['Application'] = app = persistent.mapping.PersistentMapping()
         app['tasks'] = zodbtasks.TaskService()
         jobid = app['tasks'].add('echo', 'below the application')
     # ['tasks'] is not in the database root: it is the application's.

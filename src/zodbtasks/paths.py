@@ -55,7 +55,6 @@ def traverse(root, keys):
     return obj
 
 
-
 def findService(root, keys):
     """The object at the service path ``keys``: below the database root
     ``root``, or else below the application root ``root['Application']``.

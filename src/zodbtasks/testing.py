@@ -82,5 +82,5 @@ class ExceptionTask:
         raise self.exception(self.message)
 
     def __repr__(self):
-        return '<ExceptionTask raising %s(%r)>' % (self.exception.__name__,
-                                                  self.message)
+        return '<ExceptionTask raising %s(%r)>' % (
+            self.exception.__name__, self.message)

@@ -328,6 +328,22 @@ class IScheduledTaskService(ITaskService):
     def upgrade(now=None):
         """Bring data of an older layout up to date; True if it did."""
 
+    def jobCounts():
+        """The number of jobs by (status, task), as a dict. It costs the
+        same at any number of jobs, once the counts are complete."""
+
+    def countJobs(status=None, task=None):
+        """How many jobs have ``status`` and ``task`` (None: any)."""
+
+    def countsComplete():
+        """Whether every job is counted. A service stored by an older
+        layout counts its jobs one by one until `buildCounts` is done."""
+
+    def buildCounts(limit=1000):
+        """Count up to ``limit`` jobs that an older layout did not count;
+        return how many it went through (0 once all are counted). Call it
+        in transactions of its own while workers run."""
+
 
 class IOutcome(Interface):
     """The outcome of one run of a job, kept apart from the job.

@@ -280,6 +280,7 @@ class Job(persistent.Persistent):
     expires = None        # when a finished job is removed (see ``ttl``)
     target = None         # the persistent object whose method is the task
     _why = None           # why it waits in the schedule (see the service)
+    _counted = None       # (status, task) the service counts it as
     _replayFrom = None
     # The options, see JOB_OPTIONS.
     leaseSeconds = None

@@ -35,6 +35,14 @@ BTree (see `zodbtasks._trees` for why splits matter):
     ``clean`` costs what it removes.
 ``_expiry``
     LLBTree, expiry key -> job id: finished jobs with a time to live.
+``_counts``
+    16 `zodbtasks.counts.Counts`, (status, task) -> number of jobs: each
+    connection writes its changes to one of them, and concurrent changes
+    to one are added up, so that counts never make claims conflict. Each
+    job remembers what it is counted as (``_counted``). A service of an
+    older layout counts its jobs in bounded batches (`buildCounts`, the
+    ``zodbtasks upgrade`` command); ``_countBuild`` says how far it got,
+    and is None once every job is counted.
 
 Each job remembers which index holds it and under which key.
 
@@ -64,6 +72,7 @@ from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 from zope.interface import implementer
 
+from zodbtasks import counts as _counting
 from zodbtasks import events
 from zodbtasks import interfaces
 from zodbtasks._trees import ShardedMapping
@@ -91,7 +100,7 @@ _log = logging.getLogger('zodbtasks')
 MAX_JOB_ID = 2 ** 53 - 1
 
 #: The current layout of a service's data.
-LAYOUT = 2
+LAYOUT = 3
 
 #: How many failures a job remembers.
 KEEP_FAILURES = 10
@@ -127,6 +136,11 @@ def _timeKey(seconds):
 
 def _randomKey():
     return random.getrandbits(63)
+
+
+def _waiting(job):
+    """The status of a repeating or delayed job waiting for its time."""
+    return interfaces.CRONJOB if job.delay is None else interfaces.DELAYED
 
 
 def _repeats(job):
@@ -227,9 +241,15 @@ class TaskService(persistent.Persistent):
     #: layout (such as a converted z3c.taskqueue service) has the class's 0
     #: and is upgraded by its first tick; see `zodbtasks.migration`.
     _layout = 0
+    #: The counts by status and task, and the counting of the jobs of an
+    #: older layout (see the module's docstring).
+    _counts = None
+    _countBuild = None
 
     def __init__(self):
         self._layout = LAYOUT
+        self._counts = tuple(_counting.Counts()
+                             for _ in range(_counting.SHARDS))
         self.jobs = ShardedMapping()
         self._queue = tuple(_newLane(n) for n in range(_LANES))
         self._scheduled = LLBTree()
@@ -293,7 +313,7 @@ class TaskService(persistent.Persistent):
         job = Job(self._newId(), name, input, created=now)
         self._store(job, target, options)
         if startLater:
-            job.status = interfaces.STARTLATER
+            self._setStatus(job, interfaces.STARTLATER)
         else:
             self._enqueue(job, now)
             _notify(events.JobQueued, self, job, now)
@@ -313,7 +333,7 @@ class TaskService(persistent.Persistent):
         job.id = self._newId()
         self._store(job, target, options)
         if startLater:
-            job.status = interfaces.STARTLATER
+            self._setStatus(job, interfaces.STARTLATER)
         else:
             self._index(_UNPLACED, job, _randomKey())
             _notify(events.JobQueued, self, job, now)
@@ -375,6 +395,112 @@ class TaskService(persistent.Persistent):
             job.target = target
         while not self.jobs.insert(job.id, job):
             job.id = self._newId()
+        self._recount(job)
+
+    # -- counts --------------------------------------------------------------
+
+    def _setStatus(self, job, status):
+        job.status = status
+        self._recount(job)
+
+    def _recount(self, job, gone=False):
+        """Count ``job`` as what it is now (or, ``gone``, no more).
+
+        A job is counted once it says what it is counted as (``_counted``).
+        Jobs stored by an older layout are counted by `buildCounts`; a
+        change to one before that counts it here. Either way the job is
+        written, so that a batch and a change of the same job conflict
+        rather than both count it.
+        """
+        shards = self._counts
+        if shards is None:
+            return      # an old layout, until its upgrade
+        now = None if gone else (job.status, job.task)
+        was = job._counted
+        if gone and self._countBuild is not None:
+            job._p_changed = True
+        if was == now:
+            return
+        shard = shards[self._countShard()]
+        if was is not None:
+            shard.add(was, -1)
+        if now is not None:
+            shard.add(now, 1)
+        job._counted = now
+
+    def _countShard(self):
+        shard = getattr(self, '_v_countShard', None)
+        if shard is None:
+            shard = self._v_countShard = random.randrange(_counting.SHARDS)
+        return shard
+
+    def countsComplete(self):
+        """Whether every job is counted (see `buildCounts`)."""
+        return self._counts is not None and self._countBuild is None
+
+    def jobCounts(self):
+        """{(status, task): number of jobs}, from the counts kept: O(1).
+
+        Before the counts of an older layout are complete, the jobs are
+        counted one by one instead.
+        """
+        if self.countsComplete():
+            return _counting.total(self._counts)
+        found = {}
+        for job in self.jobs.values():
+            key = (job.status, job.task)
+            found[key] = found.get(key, 0) + 1
+        return found
+
+    def countJobs(self, status=None, task=None):
+        """How many jobs have ``status`` and ``task`` (None: any)."""
+        if status is not None and status not in interfaces.STATUSES:
+            raise ValueError('status must be one of %s, not %r'
+                             % (', '.join(interfaces.STATUSES), status))
+        return sum(n for (s, t), n in self.jobCounts().items()
+                   if status in (None, s) and task in (None, t))
+
+    def buildCounts(self, limit=1000):
+        """Count up to ``limit`` jobs of an older layout that are not
+        counted yet; return how many it counted (0: all are counted).
+
+        Each call is meant for a transaction of its own: claims and runs go
+        on meanwhile, and a commit that conflicts with one is retried.
+        """
+        if not isinstance(limit, int) or isinstance(limit, bool) \
+                or limit < 1:
+            raise ValueError('limit must be a whole number of jobs, 1 or '
+                             'more, not %r' % (limit,))
+        self._current(None)
+        build = self._countBuild
+        if build is None:
+            return 0
+        shard = self._counts[self._countShard()]
+        n = 0
+        last = None
+        for jobid, job in self.jobs.items(min=build.next):
+            if n == limit:
+                break
+            if job._counted is None:
+                key = (job.status, job.task)
+                shard.add(key, 1)
+                job._counted = key
+            n += 1
+            last = jobid
+        if n < limit:
+            self._countBuild = None       # every job is counted
+        else:
+            build.next = last + 1
+            build.counted += n
+        return n
+
+    def _startCounting(self):
+        """Give a service of an older layout its counts; the jobs are
+        counted by `buildCounts`."""
+        if self._counts is None:
+            self._counts = tuple(_counting.Counts()
+                                 for _ in range(_counting.SHARDS))
+            self._countBuild = _counting.CountBuild()
 
     # -- the indexes -------------------------------------------------------
 
@@ -426,7 +552,7 @@ class TaskService(persistent.Persistent):
             job._index = job._indexKey = None
 
     def _enqueue(self, job, now, front=False):
-        job.status = interfaces.QUEUED
+        self._setStatus(job, interfaces.QUEUED)
         lane = random.getrandbits(_LANE_BITS)
         order = (random.getrandbits(_ORDER_SHIFT) if front
                  else self._orderKey(now))
@@ -492,7 +618,7 @@ class TaskService(persistent.Persistent):
                 self._finish(job, interfaces.COMPLETED, now)
 
     def _finish(self, job, status, now):
-        job.status = status
+        self._setStatus(job, status)
         self._finished[status].insert(job.id)
         ttl = job.ttl if job.ttl is not None else self.resultTTL
         if ttl is not None:
@@ -518,8 +644,7 @@ class TaskService(persistent.Persistent):
         self._current(now)
         job = self._job(jobid)
         if isinstance(job, CronJob):
-            job.status = (interfaces.CRONJOB if job.delay is None
-                          else interfaces.DELAYED)
+            self._setStatus(job, _waiting(job))
             self._index(_UNPLACED, job, _randomKey())
         else:
             self._enqueue(job, now)
@@ -582,7 +707,7 @@ class TaskService(persistent.Persistent):
                                  'cannot be paused' % (jobid,))
         elif job.status != interfaces.PAUSED:
             job.pausedFrom = job.status
-            job.status = interfaces.PAUSED
+            self._setStatus(job, interfaces.PAUSED)
         self._unindex(job)
         job.waitingRun = False
         job.paused = True
@@ -603,7 +728,7 @@ class TaskService(persistent.Persistent):
             self._placeAfter(job, now)
             return
         status, job.pausedFrom = job.pausedFrom, None
-        job.status = status
+        self._setStatus(job, status)
         if status == interfaces.QUEUED:
             self._enqueue(job, now)
         elif status == interfaces.CRONJOB:
@@ -658,8 +783,7 @@ class TaskService(persistent.Persistent):
         job.expires = None
         job.retried = 0
         if isinstance(job, CronJob):
-            job.status = (interfaces.CRONJOB if job.delay is None
-                          else interfaces.DELAYED)
+            self._setStatus(job, _waiting(job))
             self._schedule(job, now, _NOW)
         else:
             self._enqueue(job, now, front=True)
@@ -676,6 +800,14 @@ class TaskService(persistent.Persistent):
         self._current(None)
         for name in status:
             ids = self._finished[name]
+            if self._countBuild is not None:
+                for jobid in ids:
+                    self._recount(self.jobs[jobid], gone=True)
+            elif self._counts is not None:
+                # All jobs of the status go: take its counts to zero (a
+                # concurrent change to them still adds up, see Counts).
+                for shard in self._counts:
+                    shard.clear(name)
             for jobid in list(ids):
                 del self.jobs[jobid]
             ids.clear()
@@ -701,6 +833,7 @@ class TaskService(persistent.Persistent):
             if job is None or job.status not in interfaces.FINISHED:
                 continue              # cleaned away already
             self._finished[job.status].remove(job.id)
+            self._recount(job, gone=True)
             del self.jobs[job.id]
             removed += 1
         return removed
@@ -990,22 +1123,21 @@ class TaskService(persistent.Persistent):
         if delay is not None:
             when = max(when, now + delay)
         if job.paused:
-            job.status = interfaces.PAUSED
+            self._setStatus(job, interfaces.PAUSED)
             job.pausedFrom = (interfaces.CRONJOB if _repeats(job)
                               else interfaces.QUEUED)
             job.scheduledFor = when if isinstance(job, CronJob) else None
         elif isinstance(job, CronJob):
-            job.status = (interfaces.CRONJOB if job.delay is None
-                          else interfaces.DELAYED)
+            self._setStatus(job, _waiting(job))
             self._schedule(job, when, why)
         elif why is _RETRY:
-            job.status = interfaces.RETRYING
+            self._setStatus(job, interfaces.RETRYING)
             self._schedule(job, when, why)
         elif delay is not None:
-            job.status = interfaces.QUEUED
+            self._setStatus(job, interfaces.QUEUED)
             self._schedule(job, when, _NOW)
         else:
-            job.status = interfaces.QUEUED
+            self._setStatus(job, interfaces.QUEUED)
             if name == _QUEUE:
                 self._index(_QUEUE, job, key)
             else:
@@ -1117,15 +1249,14 @@ class TaskService(persistent.Persistent):
             job.lease = None
             appendLog(job, message + '; it runs again')
             if job.paused:
-                job.status = interfaces.PAUSED
+                self._setStatus(job, interfaces.PAUSED)
                 job.pausedFrom = (interfaces.CRONJOB if _repeats(job)
                                   else interfaces.QUEUED)
             elif isinstance(job, CronJob):
                 # The lost run is due again at once; a repeating job's
                 # schedule goes on from there.
                 self._unindex(job)
-                job.status = (interfaces.CRONJOB if job.delay is None
-                              else interfaces.DELAYED)
+                self._setStatus(job, _waiting(job))
                 self._schedule(job, now, _NOW)
             else:
                 self._enqueue(job, now, front=True)
@@ -1141,9 +1272,15 @@ class TaskService(persistent.Persistent):
             return False
         if self._layout == 1:
             self._upgradeFromLayout1()
-        else:
+        elif self._layout == 0:
             from zodbtasks import migration
             migration.upgrade(self, self._now(now))
+        # From layout 2: lease trees get their placeholder, and counting
+        # begins (the jobs are counted by `buildCounts`, in batches).
+        for tree in self._leases:
+            if 0 not in tree:
+                tree[0] = _PLACEHOLDER
+        self._startCounting()
         self._layout = LAYOUT
         return True
 
@@ -1273,7 +1410,7 @@ class TaskService(persistent.Persistent):
 
     def _startRun(self, job, now, due=None, following=_UNKNOWN):
         job.runDue = due
-        job.status = interfaces.PROCESSING
+        self._setStatus(job, interfaces.PROCESSING)
         job.claimed = job.started = now
         job.attempts += 1
         job.progress = None
@@ -1441,15 +1578,15 @@ class TaskService(persistent.Persistent):
         if _repeats(job):
             if job.paused:
                 self._unindex(job)
-                job.status, job.pausedFrom = interfaces.PAUSED, \
-                    interfaces.CRONJOB
+                self._setStatus(job, interfaces.PAUSED)
+                job.pausedFrom = interfaces.CRONJOB
                 return
             if job.waitingRun:
                 job.waitingRun = False
                 self._unindex(job)
                 self._schedule(job, now)
             if job.scheduledFor is not None:
-                job.status = interfaces.CRONJOB
+                self._setStatus(job, interfaces.CRONJOB)
                 return
         elif isinstance(job, CronJob):
             job.scheduledFor = None
@@ -1469,9 +1606,9 @@ class TaskService(persistent.Persistent):
                 return False
             self._unindex(job)
             self._schedule(job, due, _RETRY)
-            job.status = interfaces.CRONJOB
+            self._setStatus(job, interfaces.CRONJOB)
         else:
-            job.status = interfaces.RETRYING
+            self._setStatus(job, interfaces.RETRYING)
             self._schedule(job, due, _RETRY)
         job.retried += 1
         _notify(events.JobRetried, self, job, now, error=job.error, due=due)

@@ -120,19 +120,29 @@ def storeDBReference(db):
     zodbtasks.GLOBALDB = db
 
 
-def databaseOpened(event):
-    """Subscriber: keep the database, start the services to autostart."""
-    db = event.database
-    storeDBReference(db)
+def _toStart(event):
+    """Keep the database of ``event``; the autostart specs and the ``root``
+    setting, or None when there is nothing to start (a bad setting is
+    logged). Both subscribers, `databaseOpened` and `bootStrapSubscriber`,
+    begin here, so that they obey the same settings."""
+    storeDBReference(event.database)
     configuration = getConfiguration()
     try:
         specs = parseAutostart(configuration.get('autostart', ''))
     except ValueError as error:
         log.error('zodbtasks autostart: %s', error)
-        return []
+        return None
     if not specs:
+        return None
+    return specs, configuration.get('root')
+
+
+def databaseOpened(event):
+    """Subscriber: keep the database, start the services to autostart."""
+    settings = _toStart(event)
+    if settings is None:
         return []
-    return startServices(db, specs, configuration.get('root'))
+    return startServices(event.database, *settings)
 
 
 def applicationRoot(root, path=None):
@@ -156,27 +166,40 @@ def _items(container):
         return []
 
 
+def _utilities(site, name):
+    """The task services registered as utilities for ``site`` under
+    ``name`` (all of them for ``*``), as (registered name, service)."""
+    try:
+        if name == '*':
+            return list(zope.component.getUtilitiesFor(ITaskService,
+                                                       context=site))
+        service = zope.component.queryUtility(ITaskService, name=name,
+                                              context=site)
+    except zope.component.ComponentLookupError:
+        return []       # not a site, and no registry found above it
+    return [] if service is None else [(name, service)]
+
+
+def _located(service, name):
+    """The path of a registered service, found from its location; None
+    (and a warning) when it cannot be found."""
+    try:
+        return processor.findServicePath(service)
+    except ValueError as error:
+        log.warning('zodbtasks autostart: the service %r registered as '
+                    '%r: %s', service, name, error)
+        return None
+
+
 def _registered(site, name):
     """The task services registered as utilities for ``site`` under
     ``name`` (all of them for ``*``), as (path, service); the path is found
     from each service's location."""
-    try:
-        if name == '*':
-            services = [service for _, service in zope.component
-                        .getUtilitiesFor(ITaskService, context=site)]
-        else:
-            service = zope.component.queryUtility(ITaskService, name=name,
-                                                  context=site)
-            services = [] if service is None else [service]
-    except zope.component.ComponentLookupError:
-        return []       # not a site, and no registry found above it
     found = []
-    for service in services:
-        try:
-            found.append((processor.findServicePath(service), service))
-        except ValueError as error:
-            log.warning('zodbtasks autostart: the service %r registered as '
-                        '%r: %s', service, name, error)
+    for registered, service in _utilities(site, name):
+        keys = _located(service, registered)
+        if keys is not None:
+            found.append((keys, service))
     return found
 
 
@@ -239,16 +262,24 @@ def findServices(root, specs, rootPath=None):
 def startServices(db, specs, rootPath=None):
     """Start processing the services that ``specs`` name; return their paths.
     """
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    try:
-        tm.begin()
+    def start(root):
         started = []
-        for keys, service in findServices(conn.root(), specs, rootPath):
+        for keys, service in findServices(root, specs, rootPath):
             processor.startProcessing(service, keys)
             log.info('zodbtasks autostart: processing /%s', '/'.join(keys))
             started.append(keys)
         return started
+    return _inConnection(db, start)
+
+
+def _inConnection(db, func):
+    """``func(root)`` in a connection and transaction of its own, which it
+    leaves unchanged: the processors open their own connections."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        tm.begin()
+        return func(conn.root())
     finally:
         tm.abort()
         conn.close()

@@ -38,9 +38,11 @@ call it), else from the product configuration ``zodbtasks`` (``<product-config
 zodbtasks>`` in zope.conf).
 """
 import logging
+import threading
 
 import transaction
 import zope.component
+from zope.component.interfaces import ISite
 
 import zodbtasks
 from zodbtasks import processor
@@ -283,3 +285,119 @@ def _inConnection(db, func):
     finally:
         tm.abort()
         conn.close()
+
+
+# -- lovely.remotetask's autostart ---------------------------------------------
+#
+# lovely.remotetask 0.5.2 had the same setting under other names: its
+# subscriber was ``bootStrapSubscriber`` and ``getAutostartServiceNames``
+# listed the entries. Its rules were narrower than ours: a service is a task
+# service registered as a utility (items that are services but registered
+# nowhere are not started), ``*@`` goes through the application root and the
+# items of it that are sites, and ``site@*`` leaves out the services that the
+# site only inherits from the application root. It reported on the package
+# logger, one line for each service it started.
+
+#: The logger of lovely.remotetask's lines (its package logger, renamed).
+lovelyLog = logging.getLogger('zodbtasks')
+
+#: The site name of the application root in those lines.
+ROOT_SITE = 'root'
+
+
+def getAutostartServiceNames():
+    """The entries of the ``autostart`` setting, as strings, in order
+    (lovely.remotetask's name): ``['site1@tasks', '@main']``.
+
+    Raises ValueError, naming the entry, for a setting `parseAutostart`
+    refuses.
+    """
+    specs = parseAutostart(getConfiguration().get('autostart', ''))
+    return ['%s@%s' % spec for spec in specs]
+
+
+def bootStrapSubscriber(event):
+    """Subscriber, as lovely.remotetask's: keep the database of the
+    database-opened ``event`` and start processing the services that the
+    ``autostart`` setting names, by lovely.remotetask's rules (above).
+
+    Logs ``handling event IStartRemoteTasksEvent``, then ``service S on site
+    X started`` for every service started (X is ``root`` for the application
+    root), an error for a named site or service that is not there, and a
+    warning for an entry with ``*`` that started nothing. Services that are
+    processing already are left as they are. Returns None.
+    """
+    lovelyLog.info('handling event IStartRemoteTasksEvent')
+    settings = _toStart(event)
+    if settings is None:
+        return
+    specs, rootPath = settings
+    _inConnection(event.database,
+                  lambda root: _bootStrap(root, specs, rootPath))
+
+
+def _bootStrap(root, specs, rootPath):
+    _, app = applicationRoot(root, rootPath)
+    for siteName, name in specs:
+        started = 0
+        for label, site in _lovelySites(app, siteName):
+            if site is None:
+                lovelyLog.error('site %s not found', siteName)
+                continue
+            services = _utilities(site, name)
+            if name == '*' and siteName not in ('', '*'):
+                inherited = _utilities(app, '*')
+                services = [item for item in services
+                            if item not in inherited]
+            if not services and '*' not in (siteName, name):
+                lovelyLog.error('service %s on site %s not found',
+                                name, label)
+            for registered, service in services:
+                if processor.isProcessing(service):
+                    continue
+                keys = _located(service, registered)
+                if keys is None:
+                    continue
+                with _withoutStartLine():
+                    processor.startProcessing(service, keys)
+                lovelyLog.info('service %s on site %s started',
+                               registered, label)
+                started += 1
+        if '*' in (siteName, name) and not started:
+            lovelyLog.warning('no services started by directive %s@%s',
+                              siteName, name)
+
+
+def _lovelySites(app, siteName):
+    """(name for the log, site or None) for the site part of an entry."""
+    if siteName == '':
+        return [(ROOT_SITE, app)]
+    if siteName == '*':
+        return [(ROOT_SITE, app)] + [
+            (key, value) for key, value in _items(app)
+            if isinstance(key, str) and ISite.providedBy(value)]
+    try:
+        return [(siteName, app[siteName])]
+    except Exception:
+        return [(siteName, None)]
+
+
+class _withoutStartLine(logging.Filter):
+    """While in effect, the processor's own ``starting service`` line, said
+    on this thread, is left out: lovely.remotetask said only its ``service S
+    on site X started``, and saying both would report every start twice.
+    Other threads' lines, and warnings and errors, pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record):
+        return not (record.thread == self.thread
+                    and record.levelno == logging.INFO)
+
+    def __enter__(self):
+        lovelyLog.addFilter(self)
+
+    def __exit__(self, *exc_info):
+        lovelyLog.removeFilter(self)

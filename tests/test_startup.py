@@ -326,6 +326,16 @@ def test_the_autostart_entries_come_from_the_product_configuration():
     assert startup.getAutostartServiceNames() == []
 
 
+def test_lovely_remotetasks_names_are_in_the_service_module():
+    from zodbtasks import service
+    from zodbtasks.service import bootStrapSubscriber
+    assert bootStrapSubscriber is startup.bootStrapSubscriber
+    assert service.getAutostartServiceNames is (
+        startup.getAutostartServiceNames)
+    with pytest.raises(AttributeError, match='startProcessing'):
+        service.startProcessing
+
+
 @pytest.fixture
 def lovelySites(db):
     """A zope.site application as lovely.remotetask's were: the root folder

@@ -36,6 +36,11 @@ The database of the event is kept: `getDatabase` gives it, and so does
 The settings come from `configure` if it was called (Pyramid and scripts
 call it), else from the product configuration ``zodbtasks`` (``<product-config
 zodbtasks>`` in zope.conf).
+
+lovely.remotetask's names for the same, `getAutostartServiceNames` and the
+subscriber `bootStrapSubscriber`, read the same settings and start services
+by lovely.remotetask's narrower rules, with its log lines (see the end of
+this module).
 """
 import logging
 import threading

@@ -475,7 +475,7 @@ def test_bootstrap_with_a_bad_setting_starts_nothing(lovelySites, caplog):
 def test_only_this_threads_start_line_is_left_out(caplog):
     logger = logging.getLogger('zodbtasks')
     with caplog.at_level(logging.INFO, 'zodbtasks'):
-        with startup._withoutStartLine():
+        with startup._WithoutStartLine():
             logger.info('starting service tasks')
             logger.warning('a warning of this thread')
             elsewhere = threading.Thread(

@@ -348,29 +348,34 @@ def _bootStrap(root, specs, rootPath):
         for label, site in _lovelySites(app, siteName):
             if site is None:
                 lovelyLog.error('site %s not found', siteName)
-                continue
-            services = _utilities(site, name)
-            if name == '*' and siteName not in ('', '*'):
-                inherited = _utilities(app, '*')
-                services = [item for item in services
-                            if item not in inherited]
-            if not services and '*' not in (siteName, name):
-                lovelyLog.error('service %s on site %s not found',
-                                name, label)
-            for registered, service in services:
-                if processor.isProcessing(service):
-                    continue
-                keys = _located(service, registered)
-                if keys is None:
-                    continue
-                with _withoutStartLine():
-                    processor.startProcessing(service, keys)
-                lovelyLog.info('service %s on site %s started',
-                               registered, label)
-                started += 1
+            else:
+                started += _bootStrapSite(app, siteName, label, site, name)
         if '*' in (siteName, name) and not started:
             lovelyLog.warning('no services started by directive %s@%s',
                               siteName, name)
+
+
+def _bootStrapSite(app, siteName, label, site, name):
+    """Start the services ``name`` (or all) registered for ``site``; how
+    many were started."""
+    services = _utilities(site, name)
+    if name == '*' and siteName not in ('', '*'):
+        inherited = _utilities(app, '*')
+        services = [item for item in services if item not in inherited]
+    if not services and '*' not in (siteName, name):
+        lovelyLog.error('service %s on site %s not found', name, label)
+    started = 0
+    for registered, service in services:
+        if processor.isProcessing(service):
+            continue
+        keys = _located(service, registered)
+        if keys is None:
+            continue
+        with _WithoutStartLine():
+            processor.startProcessing(service, keys)
+        lovelyLog.info('service %s on site %s started', registered, label)
+        started += 1
+    return started
 
 
 def _lovelySites(app, siteName):
@@ -387,7 +392,7 @@ def _lovelySites(app, siteName):
         return [(siteName, None)]
 
 
-class _withoutStartLine(logging.Filter):
+class _WithoutStartLine(logging.Filter):
     """While in effect, the processor's own ``starting service`` line, said
     on this thread, is left out: lovely.remotetask said only its ``service S
     on site X started``, and saying both would report every start twice.

@@ -1760,3 +1760,12 @@ def _importDotted(name):
     except ImportError:
         return None
     return found if callable(found) else None
+
+
+def __getattr__(name):
+    # lovely.remotetask's autostart lived in its service module; ours is in
+    # `zodbtasks.startup`, imported on first use as it imports this module.
+    if name in ('getAutostartServiceNames', 'bootStrapSubscriber'):
+        from zodbtasks import startup
+        return getattr(startup, name)
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

@@ -1,0 +1,143 @@
+"""How the ``zodbtasks`` commands show things to a person.
+
+Times carry their zone, durations read like "8.0 s" or "3 h 12 min", text
+that is cut ends in "...", tables are drawn by rich, and a task's traceback
+is shown without the frames of zodbtasks itself.
+"""
+import datetime
+import os
+import zoneinfo
+
+#: Where zodbtasks' own modules live: their frames are left out of tracebacks.
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+UTC = datetime.timezone.utc
+
+
+def moment(t, zone=None):
+    """A time in seconds as ``YYYY-MM-DD HH:MM:SS ZONE``, or ``-``.
+
+    ``zone`` is an IANA name; without one the time is shown in UTC.
+    """
+    if t is None:
+        return '-'
+    tz = UTC if not zone else zoneinfo.ZoneInfo(zone)
+    local = datetime.datetime.fromtimestamp(t, tz)
+    return '%s %s' % (local.strftime('%Y-%m-%d %H:%M:%S'),
+                      'UTC' if tz is UTC else local.strftime('%Z'))
+
+
+def in_zone(t, zone):
+    """A time in ``zone`` and, if that is not UTC, in UTC too."""
+    if not zone or zone == 'UTC':
+        return moment(t)
+    return '%s (%s)' % (moment(t, zone), moment(t))
+
+
+def duration(seconds):
+    """A length of time for a person: 8.0 s, 12 min 5 s, 3 h 12 min, 2 d 4 h.
+    """
+    if seconds is None:
+        return '-'
+    sign = '-' if seconds < 0 else ''
+    seconds = abs(seconds)
+    if seconds < 60:
+        text = '%.1f s' % seconds if seconds >= 0.1 or seconds == 0 \
+            else '%.3f s' % seconds
+        return sign + text
+    whole = int(seconds)
+    if whole < 3600:
+        big, unit, rest, small = whole // 60, 'min', whole % 60, 's'
+    elif whole < 86400:
+        big, unit, rest, small = whole // 3600, 'h', whole % 3600 // 60, 'min'
+    else:
+        big, unit, rest, small = whole // 86400, 'd', whole % 86400 // 3600, 'h'
+    text = '%d %s' % (big, unit)
+    if rest:
+        text += ' %d %s' % (rest, small)
+    return sign + text
+
+
+def cut(text, width):
+    """``text`` on one line, at most ``width`` characters, ending in
+    ``...`` where it was cut."""
+    if text is None:
+        return ''
+    text = ' '.join(str(text).split())
+    if len(text) <= width:
+        return text
+    return text[:max(0, width - 3)] + '...'
+
+
+def console(out):
+    """A rich console that writes to ``out``.
+
+    On a terminal it fits the terminal; elsewhere (a pipe, a file, a test)
+    it is wide and plain, so that rows never wrap and no colour codes mix
+    with the text.
+    """
+    from rich.console import Console
+    terminal = hasattr(out, 'isatty') and out.isatty()
+    return Console(file=out, width=None if terminal else 200,
+                   force_terminal=terminal, no_color=not terminal,
+                   highlight=False, soft_wrap=False, emoji=False,
+                   markup=False)
+
+
+def table(rows, headers, out, title=None, right=()):
+    """Print ``rows`` under ``headers`` as a table (rich, simple style).
+
+    ``right`` names the columns to align right (numbers).
+    """
+    from rich import box
+    from rich.table import Table
+    grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                 title=title, title_justify='left', safe_box=True)
+    for header in headers:
+        grid.add_column(header, no_wrap=True,
+                        justify='right' if header in right else 'left')
+    for row in rows:
+        grid.add_row(*['' if cell is None else str(cell) for cell in row])
+    console(out).print(grid)
+
+
+def _own_frame(line):
+    line = line.strip()
+    if not line.startswith('File "'):
+        return False
+    path = line[len('File "'):].split('"', 1)[0]
+    return os.path.abspath(path).startswith(PACKAGE_DIR + os.sep)
+
+
+def user_traceback(text):
+    """A traceback without the frames of zodbtasks' own modules."""
+    if not text:
+        return text
+    kept = []
+    skipping = False
+    for line in text.rstrip('\n').split('\n'):
+        if line.startswith('  File "'):
+            skipping = _own_frame(line)
+        elif not line.startswith('    '):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return '\n'.join(kept)
+
+
+def log_without_tracebacks(lines):
+    """A job's log lines with each traceback cut down to its last line."""
+    shown = []
+    inside = False
+    for line in lines:
+        if line.startswith('Traceback (most recent call last):'):
+            inside = True
+            continue
+        if inside:
+            if line.startswith(' '):
+                continue
+            inside = False
+            shown.append('failed: %s' % line)
+            continue
+        shown.append(line)
+    return shown

@@ -4,9 +4,11 @@ This is what every ``zodbtasks`` command (and the dashboard) does first, in
 one place, so that they all agree on three rules about FileStorage files:
 
 * A command that only reads opens the file read-only. That takes no lock,
-  so it works beside a running worker or ``zodbtasks serve``, and it never
-  repairs, truncates or writes the file: a damaged file is refused instead.
-  A read-only view sees the transactions committed before it opened.
+  so it works beside a running worker, and it never repairs, truncates or
+  writes the file: a damaged file is refused instead. A read-only view sees
+  the transactions committed before it opened. (When ``zodbtasks serve``
+  owns the file, readers ask its server, read-only, which knows the latest
+  commits and has the file's index in memory.)
 * A command that writes needs the file's lock. When ``zodbtasks serve``
   holds it, the command connects through the server's Unix socket instead;
   when another process holds it, the error says how to share the file.
@@ -161,10 +163,10 @@ def _writable(path, spec, create, connect_timeout):
     return _client(served['socket'], connect_timeout)
 
 
-def _client(address, connect_timeout=None):
+def _client(address, connect_timeout=None, read_only=False):
     import ZEO.ClientStorage
     return ZEO.ClientStorage.ClientStorage(
-        address, wait_timeout=connect_timeout or 30)
+        address, wait_timeout=connect_timeout or 30, read_only=read_only)
 
 
 def _no_such_file(spec):
@@ -202,7 +204,13 @@ def open_database(spec, pool_size=None, connect_timeout=None,
         path = os.path.abspath(os.path.expanduser(path))
         if not os.path.exists(path) and (read_only or not create):
             raise _no_such_file(spec)
-        if read_only:
+        served = served_by(path) if read_only else None
+        if served is not None:
+            # Its server has the index in memory and the latest commits;
+            # the file's own index is stale while it serves.
+            storage = _client(served['socket'], connect_timeout,
+                              read_only=True)
+        elif read_only:
             storage = open_read_only(path, spec)
         else:
             storage = _writable(path, spec, create, connect_timeout)

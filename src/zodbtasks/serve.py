@@ -33,6 +33,24 @@ log = logging.getLogger('zodbtasks.serve')
 LOOPBACK = '127.0.0.1'
 
 
+def _parentDeathSignal():
+    """A function that asks Linux to send SIGTERM to the calling process
+    when its parent dies; None elsewhere."""
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    PR_SET_PDEATHSIG = 1
+
+    def ask():
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    return ask
+
+
+_dieWithParent = _parentDeathSignal()
+
+
 class Child:
     """A process that the server runs and starts again when it dies."""
 
@@ -50,7 +68,12 @@ class Child:
         self.restarts = 0
 
     def start(self, now):
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        # A session of its own: a Ctrl-C on the terminal reaches the server
+        # alone, which stops its children once (a second signal would
+        # interrupt their jobs). They end with the server if it is killed.
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_dieWithParent)
         self.started = now
         log.info('started %s (pid %d)', self.name, self.process.pid)
 

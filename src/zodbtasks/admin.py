@@ -372,7 +372,7 @@ def _knownTask(service, name):
     them. Without any, the command cannot check it: it warns, and the name
     is stored as given. Returns a function that undoes the registration.
     """
-    if service.getAvailableTasks() or '.' in name:
+    if service.getAvailableTasks() or _importable(name):
         return lambda: None
     log.warning('no task modules are loaded (--tasks MODULE): the task '
                 'name %r is stored unchecked, and defaults that the task '
@@ -381,6 +381,16 @@ def _knownTask(service, name):
     sm = zope.component.getGlobalSiteManager()
     sm.registerUtility(stand_in, service.taskInterface, name)
     return lambda: sm.unregisterUtility(stand_in, service.taskInterface, name)
+
+
+def _importable(dotted):
+    module, _, name = dotted.rpartition('.')
+    if not module:
+        return False
+    try:
+        return callable(getattr(importlib.import_module(module), name, None))
+    except Exception:
+        return False
 
 
 def _adding(service, args, call):
@@ -944,11 +954,13 @@ def addCommands(commands):
                    "as '*/5 * * * *' (day of week: 0 or 7 = Sunday, 1 = "
                    "Monday, or MON-SUN)")
     for flag, name, meaning in FIELDS:
-        names = ['--' + flag.replace('_', '-')]
+        p.add_argument('--' + flag.replace('_', '-'), dest=flag,
+                       metavar='N,N,...', help='%s (%s)%s' % (
+                           flag.replace('_', ' '), meaning,
+                           '; --%s is the old spelling' % name
+                           if name != flag else ''))
         if name != flag:
-            names.append('--' + name)          # the old spelling
-        p.add_argument(*names, dest=flag, metavar='N,N,...',
-                       help='%s (%s)' % (flag.replace('_', ' '), meaning))
+            p.add_argument('--' + name, dest=flag, help=argparse.SUPPRESS)
     p.add_argument('--interval', type=delayArgument, metavar='SECONDS',
                    help='run every this many seconds instead')
     p.add_argument('--timezone', metavar='ZONE', help='an IANA time zone '

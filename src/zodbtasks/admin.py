@@ -229,7 +229,7 @@ def status(service, args, out):
     table([[s, counts[s]] for s in interfaces.STATUSES],
           ['status', 'jobs'], out, right=('jobs',))
     if oldest is not None:
-        print('oldest queued job: %s (%s), waiting %s' % (
+        print('\noldest queued job: %s (%s), waiting %s' % (
             oldest.id, oldest.task, duration(now - (oldest.created or now))),
             file=out)
     for title, rows, headers in [
@@ -705,9 +705,13 @@ def demo(args):
     logging.getLogger('zodbtasks').setLevel(logging.WARNING)
     db = connect.open_or_explain(args.db, create=True)
     out = sys.stdout
-    tty = out.isatty()
     lock = threading.Lock()
     started = time.time()
+    status = None
+    if out.isatty():
+        from zodbtasks.display import StatusLine
+        status = StatusLine(out, lambda: '  running: %.0f of %d s' % (
+            time.time() - started, args.seconds))
     try:
         with db.transaction() as conn:
             root = conn.root()
@@ -729,15 +733,18 @@ def demo(args):
             elif isinstance(event, (events.JobFailed, events.JobRetried)):
                 detail = '!! %s' % event.error
                 if isinstance(event, events.JobRetried):
-                    detail += ' (retry at +%.0fs)' % (event.due - started)
+                    detail += ' (retry at +%.0f s)' % (event.due - started)
             elif isinstance(event, events.JobMissed):
                 detail = '%d missed, %s' % (event.count, event.action)
-            line = '%7.1fs  %-9s %-16s job %s %s' % (
+            line = '%7.1f s  %-9s %-16s job %s %s' % (
                 time.time() - started, kind, job.task, job.id, detail)
             with lock:
                 try:
-                    out.write(('\r\x1b[K' if tty else '') + line + '\n')
-                    out.flush()
+                    if status is not None:
+                        status.print(line)
+                    else:
+                        out.write(line + '\n')
+                        out.flush()
                 except OSError:
                     pass    # the reader went away (a closed pipe): go on
 
@@ -747,13 +754,10 @@ def demo(args):
                                   daemon=True)
         thread.start()
         deadline = started + args.seconds
+        if status is not None:
+            status.start()
         try:
             while time.time() < deadline and thread.is_alive():
-                if tty:
-                    with lock:
-                        out.write('\r\x1b[K  running: %.0f of %ds ' % (
-                            time.time() - started, args.seconds))
-                        out.flush()
                 time.sleep(0.25)
         except KeyboardInterrupt:
             pass
@@ -761,13 +765,13 @@ def demo(args):
             processor.stop()
             thread.join(30)
             zope.event.subscribers.remove(show)
-            if tty:
-                out.write('\r\x1b[K')
+            if status is not None:
+                status.stop()
         with db.transaction() as conn:
             counts = {}
             for job in conn.root()['tasks'].jobs.values():
                 counts[job.status] = counts.get(job.status, 0) + 1
-        print('\njobs by status after %.0fs:' % (time.time() - started),
+        print('\njobs by status after %.0f s:' % (time.time() - started),
               file=out)
         table(sorted(counts.items()), ['status', 'jobs'], out,
               right=('jobs',))

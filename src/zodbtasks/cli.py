@@ -115,7 +115,10 @@ _importTasks = importTasks
 def worker(args):
     _importTasks(args.tasks)
     try:
-        with _QueuedLogging(args.log_queue):
+        with _QueuedLogging(args.log_queue) as queued:
+            # The handlers that the queue feeds: the progress line needs
+            # those that write to the terminal.
+            args.logHandlers = queued.handlers
             return _worker(args)
     except _Interrupted as interrupted:
         # Leave without closing the database that threads may still use.
@@ -185,7 +188,9 @@ def _work(db, keys, args):
              ', until idle' if args.until_idle else '')
     code = 0
     subscriber = _logStarts()
-    progress = _Progress(processor, started) if sys.stderr.isatty() else None
+    handlers = getattr(args, 'logHandlers', logging.getLogger().handlers)
+    progress = (_Progress(processor, started, handlers)
+                if sys.stderr.isatty() else None)
     try:
         processor()
     except KeyboardInterrupt:
@@ -241,50 +246,33 @@ class _Interrupted(Exception):
         self.code = code
 
 
-class _Clearing(logging.Formatter):
-
-    def __init__(self, formatter):
-        super().__init__()
-        self.formatter = formatter or logging.Formatter()
-
-    def format(self, record):
-        return '\r\x1b[K' + self.formatter.format(record)
-
-
 class _Progress:
-    """On a terminal, a line that says how far the worker has got."""
+    """On a terminal, a line that says how far the worker has got; the log
+    lines of ``handlers`` (those writing to that terminal) go above it."""
 
-    def __init__(self, processor, started, every=0.5):
-        import threading
+    def __init__(self, processor, started, handlers, every=0.5):
+        from zodbtasks.display import StatusLine
         self.processor = processor
         self.started = started
-        self.every = every
-        self.done = threading.Event()
-        # Log lines first clear the progress line they would follow.
-        self.handlers = [h for h in logging.getLogger().handlers
+        self.line = StatusLine(sys.stderr, self.render, every)
+        self.handlers = [h for h in handlers
                          if getattr(h, 'stream', None) is sys.stderr]
+        stream = self.line.stream()
         for handler in self.handlers:
-            handler.setFormatter(_Clearing(handler.formatter))
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name='zodbtasks-progress')
-        self.thread.start()
+            handler.setStream(stream)
+        self.line.start()
 
-    def _run(self):
-        while not self.done.wait(self.every):
-            stats = self.processor.stats
-            sys.stderr.write('\r\x1b[K  %d job(s) done (%s) in %.0fs ' % (
-                sum(stats.values()), ', '.join(
-                    '%s %d' % item for item in sorted(stats.items()))
-                or 'none yet', time.monotonic() - self.started))
-            sys.stderr.flush()
+    def render(self):
+        stats = self.processor.stats
+        return '  %d job(s) done (%s) in %.0f s' % (
+            sum(stats.values()), ', '.join(
+                '%s %d' % item for item in sorted(stats.items()))
+            or 'none yet', time.monotonic() - self.started)
 
     def stop(self):
-        self.done.set()
-        self.thread.join()
+        self.line.stop()
         for handler in self.handlers:
-            handler.setFormatter(handler.formatter.formatter)
-        sys.stderr.write('\r\x1b[K')
-        sys.stderr.flush()
+            handler.setStream(sys.stderr)
 
 
 LOG_LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR']

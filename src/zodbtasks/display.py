@@ -141,3 +141,57 @@ def log_without_tracebacks(lines):
             continue
         shown.append(line)
     return shown
+
+
+class StatusLine:
+    """On a terminal, a line at the bottom that says how far a command got.
+
+    ``render`` returns the line's text; it is called about every ``every``
+    seconds. Text printed through `print`, or written to `stream()` (for a
+    logging handler), appears above the line. Drawn by rich's ``Live``.
+    """
+
+    def __init__(self, out, render, every=0.5):
+        from rich.live import Live
+        from rich.text import Text
+        self.console = console(out)
+        self.live = Live(console=self.console, transient=True,
+                         get_renderable=lambda: Text(render()),
+                         refresh_per_second=1 / every,
+                         redirect_stdout=False, redirect_stderr=False)
+
+    def start(self):
+        self.live.start()
+        return self
+
+    def stop(self):
+        self.live.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def print(self, text):
+        self.console.print(text, soft_wrap=True)
+
+    def stream(self):
+        """A file-like object for a logging handler: its lines go above."""
+        return _Lines(self)
+
+
+class _Lines:
+
+    def __init__(self, status):
+        self.status = status
+        self.pending = ''
+
+    def write(self, text):
+        self.pending += text
+        *lines, self.pending = self.pending.split('\n')
+        for line in lines:
+            self.status.print(line)
+
+    def flush(self):
+        pass

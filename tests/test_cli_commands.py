@@ -344,3 +344,21 @@ def test_zeo_info_lines_only_when_verbose(tmp_path):
         assert 'ZEO' not in quiet.stderr
         loud = cli(*args, '--verbose')
         assert 'INFO ZEO' in loud.stderr
+
+
+@pytest.mark.parametrize('count', [0, 1, 30])
+def test_long_tables_look_like_rich_ones(count):
+    # Above RICH_ROWS rows a table is laid out without rich, which takes
+    # about a millisecond a row; a script must not see the difference.
+    import io
+    from zodbtasks.display import table
+    rows = [[i * 7919, 'task' * (i % 3), None, 'x' * (i % 5), i % 4]
+            for i in range(count)]
+    headers = ['id', 'task', 'status', 'error', 'attempts']
+    drawn = []
+    for fast in (False, True):
+        out = io.StringIO()
+        table(rows, headers, out, right=('id', 'attempts'), fast=fast)
+        drawn.append([line.rstrip() for line in out.getvalue().split('\n')])
+    assert drawn[0] == drawn[1]
+    assert drawn[0][1].startswith('──')

@@ -84,21 +84,49 @@ def console(out):
                    markup=False)
 
 
-def table(rows, headers, out, title=None, right=()):
+#: Above this many rows, tables are laid out here rather than by rich, which
+#: takes about a millisecond a row (3 s for ``jobs --limit 3000``; this
+#: takes 4 ms). Both look the same.
+RICH_ROWS = 200
+
+
+def table(rows, headers, out, right=(), fast=None):
     """Print ``rows`` under ``headers`` as a table (rich, simple style).
 
     ``right`` names the columns to align right (numbers).
     """
+    rows = [['' if cell is None else str(cell) for cell in row]
+            for row in rows]
+    if fast is None:
+        fast = len(rows) > RICH_ROWS
+    if fast:
+        return _plainTable(rows, headers, out, right)
     from rich import box
     from rich.table import Table
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                 title=title, title_justify='left', safe_box=True)
+                 safe_box=True)
     for header in headers:
         grid.add_column(header, no_wrap=True,
                         justify='right' if header in right else 'left')
     for row in rows:
-        grid.add_row(*['' if cell is None else str(cell) for cell in row])
+        grid.add_row(*row)
     console(out).print(grid)
+
+
+def _plainTable(rows, headers, out, right):
+    """The layout of `table`'s rich table, without rich."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows])
+              for i, h in enumerate(headers)]
+
+    def line(cells):
+        return '   '.join(
+            cell.rjust(width) if header in right else cell.ljust(width)
+            for cell, width, header in zip(cells, widths, headers))
+    write = out.write
+    write(line(headers) + '\n')
+    write('\u2500' * (sum(widths) + 3 * (len(widths) - 1)) + '\n')
+    for row in rows:
+        write(line(row) + '\n')
 
 
 def _own_frame(line):

@@ -232,3 +232,52 @@ def test_a_long_path_gets_a_socket_of_its_own(tmp_path, name):
     assert len(sock) <= 100 and sock.endswith('.sock')
     assert sock == socket_path(path) != socket_path(path + 'x')
     assert socket_path(str(tmp_path / 'D.fs')) == str(tmp_path / 'D.fs.sock')
+
+
+def test_a_killed_server_leaves_nothing_in_the_way(tmp_path):
+    server = Serving(tmp_path, '--no-dashboard', processes=1)
+    with server:
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(WAIT)
+    # Its socket and Data.fs.serve are left behind, but its pid is gone:
+    # writers open the file themselves, and a new server starts.
+    assert os.path.exists(server.path + '.serve')
+    added = zodbtasks('add', 'noop', '--db', server.path, '--service',
+                      'tasks', '--tasks', 'worker_tasks')
+    assert added.returncode == 0, added.stderr
+    assert 'connecting through its socket' not in added.stderr
+    with Serving(tmp_path, '--no-dashboard', processes=1) as again:
+        waitFor(lambda: statusOf(again.path).get('completed') == 1, WAIT,
+                'the job to run')
+        assert again.stop() == 0
+
+
+def test_a_worker_that_keeps_dying_waits_longer_each_time():
+    from zodbtasks.serve import Child
+    child = Child('worker 1', [sys.executable, '-c', 'pass'],
+                  restart_delay=1, max_restart_delay=3, stable_after=10)
+    starts = []
+    child.start = lambda now: starts.append(now) or setattr(
+        child, 'process', Exited()) or setattr(child, 'started', now)
+    child.check(0)                       # not started yet: starts now
+    pauses = []
+    now = 0
+    for _ in range(5):
+        now += 0.5                       # it dies half a second in
+        child.check(now)
+        pauses.append(child.restart_at - now)
+        now = child.restart_at
+        child.check(now)
+    assert pauses == [1, 2, 3, 3, 3]
+    # A worker that ran a while before it died waits the first pause again.
+    now += 20
+    child.check(now)
+    assert child.restart_at - now == 1
+    assert len(starts) == 6
+
+
+class Exited:
+    pid = 4242
+
+    def poll(self):
+        return 1

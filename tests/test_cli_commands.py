@@ -261,8 +261,8 @@ def test_readable_output(fs, capsys):
         in out
     code, out, _ = run(capsys, 'show', str(jobid), *on(fs))
     assert re.search(r'^failures \(latest last\):\nwhen +error *\n─+\n'
-                     r'1970-01-01 00:16:40 UTC +ZeroDivisionError: division by '
-                     r'zero', out, re.M), out
+                     r'1970-01-01 00:16:40 UTC +ZeroDivisionError: '
+                     r'division by zero', out, re.M), out
     code, out, _ = run(capsys, 'status', *on(fs, 1000 + 3 * 3600 + 12 * 60))
     assert 'waiting 3 h 12 min' in out
 

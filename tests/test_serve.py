@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest

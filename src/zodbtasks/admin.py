@@ -1,4 +1,4 @@
-"""The operator's subcommands of ``zodbtasks``: look at a service and act on it.
+"""The operator's subcommands of ``zodbtasks``: look at a service, act on it.
 
 Commands that only read (``status``, ``jobs``, ``show``, ``next``) open a
 FileStorage read-only: they need no lock, work beside a running worker or
@@ -86,7 +86,7 @@ def describe(job):
     return found
 
 
-# -- opening the service --------------------------------------------------------
+# -- opening the service ------------------------------------------------------
 
 def importTasks(names):
     """Import the task modules, from the working directory too."""
@@ -178,7 +178,7 @@ def _dump(value, out):
     print(file=out)
 
 
-# -- looking ----------------------------------------------------------------------
+# -- looking ------------------------------------------------------------------
 
 def status(service, args, out):
     now = _now(args)
@@ -326,7 +326,7 @@ def show(service, args, out):
     return 0
 
 
-# -- adding -----------------------------------------------------------------------
+# -- adding -------------------------------------------------------------------
 
 def _input(args):
     if args.input is None:
@@ -512,7 +512,7 @@ def _pauseOrResume(method, done, note):
     return action
 
 
-# -- bulk changes, in batches ---------------------------------------------------
+# -- bulk changes, in batches -------------------------------------------------
 
 def _inBatches(session, jobids, change, size, retries=5):
     """Apply ``change(service, jobid)`` to ``jobids``, committing every
@@ -686,7 +686,7 @@ def _parseTime(text, flag='--after'):
         raise UsageError(str(error))
 
 
-# -- the demo -------------------------------------------------------------------
+# -- the demo -----------------------------------------------------------------
 
 def demo(args):
     """Make a small database of jobs and run a worker on it, showing what
@@ -782,7 +782,7 @@ def demo(args):
     return 0
 
 
-# -- the parser -----------------------------------------------------------------
+# -- the parser ---------------------------------------------------------------
 
 def _argError(message):
     return argparse.ArgumentTypeError(message)

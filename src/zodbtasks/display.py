@@ -51,7 +51,8 @@ def duration(seconds):
     elif whole < 86400:
         big, unit, rest, small = whole // 3600, 'h', whole % 3600 // 60, 'min'
     else:
-        big, unit, rest, small = whole // 86400, 'd', whole % 86400 // 3600, 'h'
+        big, unit = whole // 86400, 'd'
+        rest, small = whole % 86400 // 3600, 'h'
     text = '%d %s' % (big, unit)
     if rest:
         text += ' %d %s' % (rest, small)

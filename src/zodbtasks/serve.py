@@ -146,7 +146,7 @@ class Server:
     def uri(self):
         return 'zeo://' + self.socket
 
-    # -- the ZEO server ---------------------------------------------------------
+    # -- the ZEO server -------------------------------------------------------
 
     def open(self):
         """Take the file and serve it; return self."""
@@ -236,7 +236,7 @@ class Server:
             except FileNotFoundError:
                 pass
 
-    # -- the children -----------------------------------------------------------
+    # -- the children ---------------------------------------------------------
 
     def _command(self, *args):
         return [sys.executable, '-m', 'zodbtasks', *self.child_options, *args]
@@ -335,14 +335,17 @@ def run(args):
 
 def addArguments(parser):
     from zodbtasks.admin import positiveInt
-    parser.add_argument('--db', required=True, metavar='PATH.fs',
+    parser.add_argument('--db', metavar='PATH.fs',
                         default=os.environ.get('ZODBTASKS_DB') or None,
-                        help='the FileStorage file to own')
+                        required=not os.environ.get('ZODBTASKS_DB'),
+                        help='the FileStorage file to own (default: '
+                        '$ZODBTASKS_DB)')
     parser.add_argument('--service', metavar='PATH',
                         default=os.environ.get('ZODBTASKS_SERVICE') or None,
                         required=not os.environ.get('ZODBTASKS_SERVICE'),
                         help='slash-separated keys from the root to the '
-                        'service its workers run')
+                        'service its workers run (default: '
+                        '$ZODBTASKS_SERVICE)')
     parser.add_argument('--tasks', action='append', default=[],
                         metavar='MODULE', help='a module that registers '
                         'tasks, for the workers (repeat for more)')

@@ -182,11 +182,45 @@ def _dump(value, out):
 
 def status(service, args, out):
     now = _now(args)
+    report, counts, rows = _survey(service, now, args.limit)
+    if args.json:
+        _dump(report, out)
+        return 0
+    print('service at /%s%s, %s' % (
+        args.service.strip('/'), ' (PAUSED: workers claim nothing)'
+        if service.paused else '', moment(now)), file=out)
+    table([[s, counts[s]] for s in interfaces.STATUSES],
+          ['status', 'jobs'], out, right=('jobs',))
+    oldest = report['oldestQueued']
+    if oldest is not None:
+        print('\noldest queued job: %s (%s), waiting %s' % (
+            oldest['id'], oldest['task'], duration(oldest['waiting'])),
+            file=out)
+    overdue, expired, upcoming = rows
+    for title, rows, headers in [
+            ('overdue', [[j.id, j.task, moment(j.scheduledFor),
+                          duration(late)] for late, j in overdue],
+             ['id', 'task', 'due', 'late by']),
+            ('held under expired leases',
+             [[j.id, j.task, j.lease.worker, duration(late)]
+              for late, j in expired],
+             ['id', 'task', 'worker', 'expired for']),
+            ('next cron runs', [[j.id, j.task, in_zone(due, j.timezone),
+                                 'in ' + duration(due - now)]
+                                for due, j in upcoming],
+             ['id', 'task', 'due', 'when'])]:
+        print('\n%s: %s' % (title, len(rows) or 'none'), file=out)
+        if rows:
+            table(rows, headers, out)
+    return 0
+
+
+def _survey(service, now, limit):
+    """What ``status`` reports: (the JSON report, the counts, and the rows
+    of its sections: overdue, under expired leases, next runs)."""
     counts = {s: 0 for s in interfaces.STATUSES}
     oldest = None
-    overdue = []
-    expired = []
-    upcoming = []
+    overdue, expired, upcoming = [], [], []
     for job in service.jobs.values():
         counts[job.status] = counts.get(job.status, 0) + 1
         if job.status == interfaces.QUEUED:
@@ -203,8 +237,9 @@ def status(service, args, out):
         if job.status == interfaces.PROCESSING and lease is not None \
                 and lease.expires <= now:
             expired.append((now - lease.expires, job))
-    overdue.sort(key=lambda item: -item[0])
-    upcoming.sort(key=lambda item: item[0])
+    overdue = sorted(overdue, key=lambda item: -item[0])[:limit]
+    expired = expired[:limit]
+    upcoming = sorted(upcoming, key=lambda item: item[0])[:limit]
     report = {
         'now': now, 'paused': service.paused,
         'counts': {s: n for s, n in counts.items() if n},
@@ -212,42 +247,14 @@ def status(service, args, out):
             'id': oldest.id, 'task': oldest.task, 'created': oldest.created,
             'waiting': now - (oldest.created or now)},
         'overdue': [{'id': j.id, 'task': j.task, 'due': j.scheduledFor,
-                     'late': late} for late, j in overdue[:args.limit]],
+                     'late': late} for late, j in overdue],
         'expiredLeases': [{'id': j.id, 'task': j.task,
                            'worker': j.lease.worker, 'expired': late}
-                          for late, j in expired[:args.limit]],
+                          for late, j in expired],
         'nextRuns': [{'id': j.id, 'task': j.task, 'due': due,
-                      'timezone': j.timezone}
-                     for due, j in upcoming[:args.limit]],
+                      'timezone': j.timezone} for due, j in upcoming],
     }
-    if args.json:
-        _dump(report, out)
-        return 0
-    print('service at /%s%s, %s' % (
-        args.service.strip('/'), ' (PAUSED: workers claim nothing)'
-        if service.paused else '', moment(now)), file=out)
-    table([[s, counts[s]] for s in interfaces.STATUSES],
-          ['status', 'jobs'], out, right=('jobs',))
-    if oldest is not None:
-        print('\noldest queued job: %s (%s), waiting %s' % (
-            oldest.id, oldest.task, duration(now - (oldest.created or now))),
-            file=out)
-    for title, rows, headers in [
-            ('overdue', [[j.id, j.task, moment(j.scheduledFor),
-                          duration(late)] for late, j in overdue[:args.limit]],
-             ['id', 'task', 'due', 'late by']),
-            ('held under expired leases',
-             [[j.id, j.task, j.lease.worker, duration(late)]
-              for late, j in expired[:args.limit]],
-             ['id', 'task', 'worker', 'expired for']),
-            ('next cron runs', [[j.id, j.task, in_zone(due, j.timezone),
-                                 'in ' + duration(due - now)]
-                                for due, j in upcoming[:args.limit]],
-             ['id', 'task', 'due', 'when'])]:
-        print('\n%s: %s' % (title, len(rows) or 'none'), file=out)
-        if rows:
-            table(rows, headers, out)
-    return 0
+    return report, counts, (overdue, expired, upcoming)
 
 
 def _repeats(job):
@@ -688,6 +695,24 @@ def _parseTime(text, flag='--after'):
 
 # -- the demo -----------------------------------------------------------------
 
+def _demoLine(event, started):
+    """The demo's line about a job event."""
+    from zodbtasks import events
+    job = event.job
+    kind = type(event).__name__[3:].lower()
+    detail = ''
+    if isinstance(event, events.JobCompleted):
+        detail = '-> %r' % (job.output,)
+    elif isinstance(event, (events.JobFailed, events.JobRetried)):
+        detail = '!! %s' % event.error
+        if isinstance(event, events.JobRetried):
+            detail += ' (retry at +%.0f s)' % (event.due - started)
+    elif isinstance(event, events.JobMissed):
+        detail = '%d missed, %s' % (event.count, event.action)
+    return '%7.1f s  %-9s %-16s job %s %s' % (
+        time.time() - started, kind, job.task, job.id, detail)
+
+
 def demo(args):
     """Make a small database of jobs and run a worker on it, showing what
     happens. Run it again: the jobs are still there and go on."""
@@ -696,7 +721,6 @@ def demo(args):
     import zope.event
 
     from zodbtasks import _demo
-    from zodbtasks import events
     from zodbtasks.processor import MultiProcessor
     from zodbtasks.service import TaskService
 
@@ -725,19 +749,7 @@ def demo(args):
             _demo.addJobs(service, fresh, now=started)
 
         def show(event):
-            job = event.job
-            kind = type(event).__name__[3:].lower()
-            detail = ''
-            if isinstance(event, events.JobCompleted):
-                detail = '-> %r' % (job.output,)
-            elif isinstance(event, (events.JobFailed, events.JobRetried)):
-                detail = '!! %s' % event.error
-                if isinstance(event, events.JobRetried):
-                    detail += ' (retry at +%.0f s)' % (event.due - started)
-            elif isinstance(event, events.JobMissed):
-                detail = '%d missed, %s' % (event.count, event.action)
-            line = '%7.1f s  %-9s %-16s job %s %s' % (
-                time.time() - started, kind, job.task, job.id, detail)
+            line = _demoLine(event, started)
             with lock:
                 try:
                     if status is not None:
@@ -897,16 +909,21 @@ def _jobOptions(p):
 
 def addCommands(commands):
     """Add the operator's subcommands to the ``zodbtasks`` parser."""
+    for add in (_lookingCommands, _addingCommands, _cronCommand,
+                _actingCommands, _bulkCommands, _otherCommands):
+        add(commands)
 
-    def common(parser, required=True, now=True):
-        addDatabaseOptions(parser, required)
-        parser.add_argument('--json', action='store_true',
-                            help='print JSON for scripts')
-        if now:
-            parser.add_argument('--now', type=timeArgument, default=None,
-                                help='the time to use, in seconds since the '
-                                'epoch (default: the clock)')
 
+def _common(parser, required=True):
+    addDatabaseOptions(parser, required)
+    parser.add_argument('--json', action='store_true',
+                        help='print JSON for scripts')
+    parser.add_argument('--now', type=timeArgument, default=None,
+                        help='the time to use, in seconds since the epoch '
+                        '(default: the clock)')
+
+
+def _lookingCommands(commands):
     readOnly = (' Reads a FileStorage read-only, beside running workers: it '
                 'shows what was committed before it began.')
 
@@ -914,7 +931,7 @@ def addCommands(commands):
         'status', help='counts, overdue jobs, leases, next cron runs',
         description='Counts of jobs by status and what needs attention.'
         + readOnly)
-    common(p)
+    _common(p)
     p.add_argument('--limit', type=positiveInt, default=10,
                    help='rows per section (default 10)')
     p.set_defaults(func=_withService(status))
@@ -922,7 +939,7 @@ def addCommands(commands):
     p = commands.add_parser('jobs', help='a table of jobs, newest first',
                             description='A table of jobs, newest first.'
                             + readOnly)
-    common(p)
+    _common(p)
     p.add_argument('--status', help='only jobs with this status')
     p.add_argument('--task', help='only jobs whose task name contains this')
     p.add_argument('--limit', type=positiveInt, default=50,
@@ -932,19 +949,24 @@ def addCommands(commands):
     p = commands.add_parser('show', help='every field of a job, its log and '
                             'traceback', description='Every field of a job, '
                             'its failures, log and traceback.' + readOnly)
-    common(p)
+    _common(p)
     p.add_argument('jobid')
     p.set_defaults(func=_withService(show))
 
+
+def _addingCommands(commands):
     p = commands.add_parser('add', help='add a job', description='Add a '
                             'job that runs once, now or after --delay.')
-    common(p)
+    _common(p)
     p.add_argument('task')
     p.add_argument('--delay', type=delayArgument, metavar='SECONDS',
                    help='run once, this long after the next tick')
     _jobOptions(p)
     p.set_defaults(func=_withService(add, write=True))
 
+
+
+def _cronCommand(commands):
     p = commands.add_parser(
         'cron', help='add a repeating job (cron, fields or interval)',
         description='Add a job that runs on a schedule: a cron expression '
@@ -952,7 +974,7 @@ def addCommands(commands):
         'Mind the days of the week: in --cron, 0 and 7 are Sunday and 1 is '
         'Monday (cron\'s convention); in --day-of-week, 0 is Monday and 6 is '
         'Sunday (Python\'s weekday()).')
-    common(p)
+    _common(p)
     p.add_argument('task')
     p.add_argument('--cron', metavar='EXPR', help="a cron expression, such "
                    "as '*/5 * * * *' (day of week: 0 or 7 = Sunday, 1 = "
@@ -986,6 +1008,8 @@ def addCommands(commands):
     _jobOptions(p)
     p.set_defaults(func=_withService(cron, write=True))
 
+
+def _actingCommands(commands):
     for name, method, done, helptext in [
             ('cancel', 'cancel', 'cancelled', 'cancel an unfinished job'),
             ('retry', 'retry', 'retried', 'run a failed or cancelled job '
@@ -994,7 +1018,7 @@ def addCommands(commands):
             ('start', 'startJob', 'started', 'start a job added with '
              '--start-later')]:
         p = commands.add_parser(name, help=helptext)
-        common(p)
+        _common(p)
         p.add_argument('jobid')
         p.set_defaults(func=_withService(_act(method, done), write=True))
 
@@ -1005,11 +1029,13 @@ def addCommands(commands):
             ('resume', 'resume', 'resumed', 'workers claim jobs again',
              'resume a paused job, or without JOBID the service')]:
         p = commands.add_parser(name, help=helptext)
-        common(p)
+        _common(p)
         p.add_argument('jobid', nargs='?')
         p.set_defaults(func=_withService(
             _pauseOrResume(method, done, note), write=True))
 
+
+def _bulkCommands(commands):
     def bulk(p):
         p.add_argument('--dry-run', action='store_true',
                        help='say which jobs, change nothing')
@@ -1023,7 +1049,7 @@ def addCommands(commands):
         'requeue', help='retry every failed (or cancelled) job',
         description='Give every job with --status (and --task) another run, '
         'committing in batches.')
-    common(p)
+    _common(p)
     p.add_argument('--status', required=True,
                    choices=(interfaces.ERROR, interfaces.CANCELLED))
     p.add_argument('--task', help='only jobs of this task (the exact name)')
@@ -1033,7 +1059,7 @@ def addCommands(commands):
     p = commands.add_parser(
         'clean', help='remove finished jobs',
         description='Remove finished jobs, committing in batches.')
-    common(p)
+    _common(p)
     p.add_argument('--status', action='append', choices=interfaces.FINISHED,
                    help='only this status (repeat for more; default all '
                    'finished)')
@@ -1044,9 +1070,11 @@ def addCommands(commands):
     bulk(p)
     p.set_defaults(func=_withService(clean, write=True))
 
+
+def _otherCommands(commands):
     p = commands.add_parser('next', help='the next fire times of a cron '
                             'expression or a job')
-    common(p, required=False)
+    _common(p, required=False)
     p.add_argument('what', metavar='EXPR|JOBID')
     p.add_argument('-n', type=positiveInt, default=5,
                    help='how many (default 5)')

@@ -293,19 +293,7 @@ def _version():
         return 'unknown'
 
 
-def buildParser():
-    parser = _Parser(prog='zodbtasks',
-                     description='Work with zodbtasks task services.')
-    parser.add_argument('--version', action='version',
-                        version='zodbtasks %s' % _version())
-    parser.add_argument('--log-level', default='INFO', choices=LOG_LEVELS,
-                        help='what to log to stderr (default INFO; also '
-                        'after the subcommand)')
-    parser.add_argument('--verbose', action='store_true',
-                        help="log ZEO's and ZODB's INFO lines too")
-    commands = parser.add_subparsers(dest='command', metavar='COMMAND',
-                                     parser_class=_Parser)
-    commands.required = True
+def _addWorker(commands):
     run = commands.add_parser(
         'worker', help='run the jobs of a service',
         description='Claim and run the jobs of a service until stopped '
@@ -365,6 +353,22 @@ def buildParser():
                      'recording the outcomes of tasks that wrote nothing '
                      'with the next claim')
     run.set_defaults(func=worker)
+
+
+def buildParser():
+    parser = _Parser(prog='zodbtasks',
+                     description='Work with zodbtasks task services.')
+    parser.add_argument('--version', action='version',
+                        version='zodbtasks %s' % _version())
+    parser.add_argument('--log-level', default='INFO', choices=LOG_LEVELS,
+                        help='what to log to stderr (default INFO; also '
+                        'after the subcommand)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="log ZEO's and ZODB's INFO lines too")
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND',
+                                     parser_class=_Parser)
+    commands.required = True
+    _addWorker(commands)
 
     p = commands.add_parser(
         'serve', help='own a FileStorage: ZEO on a socket, the dashboard '

@@ -280,3 +280,17 @@ class Exited:
 
     def poll(self):
         return 1
+
+
+def test_the_socket_folder_must_be_the_users_alone(tmp_path):
+    from zodbtasks.connect import UsageError
+    from zodbtasks.serve import _privateFolder
+    mine = tmp_path / 'mine'
+    _privateFolder(str(mine))
+    assert stat.S_IMODE(os.stat(mine).st_mode) == 0o700
+    _privateFolder(str(mine))                   # there already: fine
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UsageError, match="not a folder of this user's alone"):
+        _privateFolder(str(shared))

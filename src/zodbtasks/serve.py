@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -112,6 +113,16 @@ class Child:
             self.process.wait()
 
 
+def _privateFolder(folder):
+    """Make ``folder`` for our sockets, or check that it is ours alone."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    found = os.lstat(folder)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() \
+            or stat.S_IMODE(found.st_mode) & 0o077:
+        raise UsageError('%s is not a folder of this user\'s alone: it '
+                         'cannot hold the socket' % folder)
+
+
 class Server:
     """The ZEO server on one FileStorage, and the processes it watches."""
 
@@ -137,7 +148,7 @@ class Server:
         self.stop_timeout = stop_timeout
         self.socket = connect.socket_path(self.path)
         self.children = []
-        self.stopping = threading.Event()
+        self.stopSignal = None      # set by `stop`, from a signal handler
         self.zeo = None
         self.tcp = None
         self.address = None
@@ -175,7 +186,8 @@ class Server:
     def _listen(self, storage):
         from ZEO.StorageServer import StorageServer
         folder = os.path.dirname(self.socket)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if folder != os.path.dirname(self.path):
+            _privateFolder(folder)
         if os.path.exists(self.socket):
             # We hold the file's lock: whatever left this is gone.
             os.unlink(self.socket)
@@ -261,14 +273,18 @@ class Server:
 
     def supervise(self, every=0.2):
         """Keep the children running until `stop`."""
-        while not self.stopping.is_set():
+        while self.stopSignal is None:
             now = time.monotonic()
             for child in self.children:
                 child.check(now)
-            self.stopping.wait(every)
+            time.sleep(every)
+        log.info('stopping (%s): workers finish the jobs in hand',
+                 self.stopSignal)
 
-    def stop(self):
-        self.stopping.set()
+    def stop(self, why='asked to'):
+        # Called from a signal handler: no locks, no logging here (the
+        # interrupted code may hold the lock they would take).
+        self.stopSignal = why
 
     def stopChildren(self):
         for child in self.children:
@@ -315,9 +331,7 @@ def run(args):
         server.writeInfo()
 
         def stop(signum, frame):
-            log.info('stopping (%s): workers finish the jobs in hand',
-                     signal.Signals(signum).name)
-            server.stop()
+            server.stop(signal.Signals(signum).name)
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, stop)
         server.makeChildren()

@@ -362,3 +362,14 @@ def test_long_tables_look_like_rich_ones(count):
         drawn.append([line.rstrip() for line in out.getvalue().split('\n')])
     assert drawn[0] == drawn[1]
     assert drawn[0][1].startswith('──')
+
+
+def test_commands_other_than_dashboard_leave_its_web_stack_alone(fs):
+    done = subprocess.run(
+        [sys.executable, '-W', 'error::DeprecationWarning', '-c',
+         'import sys; from zodbtasks.cli import main; '
+         'code = main(["status", "--db", sys.argv[1], "--service", "tasks", '
+         '"--json"]); print("webob" in sys.modules, code)', fs],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == 'False 0'

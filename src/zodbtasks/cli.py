@@ -355,7 +355,9 @@ def _addWorker(commands):
     run.set_defaults(func=worker)
 
 
-def buildParser():
+def buildParser(argv=None):
+    """The parser of the ``zodbtasks`` command; given the ``argv`` it will
+    parse, it leaves out what those cannot need."""
     parser = _Parser(prog='zodbtasks',
                      description='Work with zodbtasks task services.')
     parser.add_argument('--version', action='version',
@@ -386,6 +388,10 @@ def buildParser():
     board = commands.add_parser(
         'dashboard', help='serve the web dashboard (needs the dashboard '
         'extra: WebOb and waitress)')
+    if argv is not None and 'dashboard' not in argv:
+        # It cannot be the command: spare the others the import of its web
+        # stack (a fifth of a second, and WebOb's warnings).
+        return _finish(parser, commands)
     try:
         from zodbtasks import dashboard
     except ImportError as error:
@@ -399,6 +405,10 @@ def buildParser():
     else:
         dashboard.add_arguments(board)
         board.set_defaults(func=dashboard.run)
+    return _finish(parser, commands)
+
+
+def _finish(parser, commands):
     # --log-level and --verbose work after the subcommand too.
     for sub in commands.choices.values():
         _loggingOptions(sub, argparse.SUPPRESS)
@@ -419,7 +429,9 @@ def _setUpLogging(args):
 
 
 def main(argv=None):
-    parser = buildParser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = buildParser(argv)
     args = parser.parse_args(argv)
     _setUpLogging(args)
     try:

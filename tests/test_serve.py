@@ -241,6 +241,7 @@ def test_a_killed_server_leaves_nothing_in_the_way(tmp_path):
     # Its socket and Data.fs.serve are left behind, but its pid is gone:
     # writers open the file themselves, and a new server starts.
     assert os.path.exists(server.path + '.serve')
+    assert statusOf(server.path) == {}      # read from the file itself
     added = zodbtasks('add', 'noop', '--db', server.path, '--service',
                       'tasks', '--tasks', 'worker_tasks')
     assert added.returncode == 0, added.stderr

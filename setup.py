@@ -30,7 +30,19 @@ TESTS_REQUIRE = [
     'zodbupdate >= 3.0',
     'zope.configuration',
     'zope.processlifetime',
-] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE
+] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE + [
+    # For the originals' own tests (tests/test_originals.py): their setUp
+    # builds a zope.app site with a root folder and local site managers.
+    'zope.app.appsetup',
+    'zope.app.component',
+    'zope.app.folder',
+    'zope.app.publication',
+    'zope.app.testing',
+    'zope.container',
+    'zope.security',
+    'zope.site',
+    'zope.testing',
+]
 
 setup(
     name='zodbtasks',
@@ -61,6 +73,7 @@ setup(
         'transaction',
         'ZODB',
         'zope.component',
+        'zope.location',
         'zope.event',
         'zope.interface',
         'zodburi',

@@ -32,7 +32,7 @@ def clean():
     yield
     processor.stopAll(WAIT)
     startup.configure()
-    startup._state['database'] = None
+    startup.storeDBReference(None)
 
 
 @pytest.fixture
@@ -178,3 +178,119 @@ def test_a_bad_setting_is_logged_and_starts_nothing(app, caplog):
     assert 'autostart entries look like' in caplog.text
     assert processor.running() == []
     assert startup.getDatabase() is app
+
+
+# -- as z3c.taskqueue had it ---------------------------------------------------
+
+def test_the_database_is_kept_where_z3c_taskqueue_kept_it(db):
+    from zope.processlifetime import DatabaseOpenedWithRoot
+    assert zodbtasks.GLOBALDB is None
+    startup.storeDBReference(db)
+    assert zodbtasks.GLOBALDB is db and startup.getDatabase() is db
+    with pytest.raises(TypeError, match="ZODB database.*'db.fs'"):
+        startup.storeDBReference('db.fs')
+    assert zodbtasks.GLOBALDB is db and startup.getDatabase() is db
+    startup.storeDBReference(None)
+    assert zodbtasks.GLOBALDB is None and startup.getDatabase() is None
+    assert startup.databaseOpened(DatabaseOpenedWithRoot(db)) == []
+    assert zodbtasks.GLOBALDB is db and startup.getDatabase() is db
+
+
+@pytest.fixture
+def sites(db):
+    """A zope.site application: Application/site1 with a local site manager
+    whose 'default' folder holds two services, one registered under a
+    name of its own; Application/plain, a folder that is no site."""
+    import zope.component.hooks
+    import zope.site.folder
+    import zope.site.site
+    zope.component.provideAdapter(zope.site.site.SiteManagerAdapter)
+    zope.component.hooks.setHooks()
+    with db.transaction() as conn:
+        conn.root()['Application'] = app = zope.site.folder.rootFolder()
+        app['site1'] = site1 = zope.site.folder.Folder()
+        site1.setSiteManager(zope.site.site.LocalSiteManager(site1))
+        default = site1.getSiteManager()['default']
+        default['mail-service'] = mail = zodbtasks.TaskService()
+        default['Reports'] = zodbtasks.TaskService()   # an item only
+        site1['Mail'] = zodbtasks.TaskService()        # shadowed (see below)
+        site1.getSiteManager().registerUtility(
+            mail, zodbtasks.ITaskService, name='Mail')
+        app['plain'] = zope.site.folder.Folder()
+        app['plain']['Mail'] = zodbtasks.TaskService()
+    yield db
+    zope.component.hooks.resetHooks()
+
+
+def test_autostart_finds_services_registered_as_utilities(sites):
+    registered = 'Application/site1/++etc++site/default/mail-service'
+    # The utility named 'Mail' wins over the site's item 'Mail'.
+    assert paths(sites, 'site1@Mail') == [registered]
+    # Without such a utility the item of that name is taken, as before.
+    assert paths(sites, 'site1@Reports') == [
+        'Application/site1/++etc++site/default/Reports']
+    assert paths(sites, 'plain@Mail') == ['Application/plain/Mail']
+    assert paths(sites, '*@Mail') == ['Application/plain/Mail', registered]
+    # A site's '*' is all of them: utilities and items.
+    assert paths(sites, 'site1@*') == [
+        'Application/site1/++etc++site/default/Reports',
+        'Application/site1/++etc++site/default/mail-service',
+        'Application/site1/Mail']
+
+
+def test_the_database_opened_event_starts_a_registered_service(sites, tasks):
+    from zope.processlifetime import DatabaseOpenedWithRoot
+    keys = ('Application', 'site1', '++etc++site', 'default', 'mail-service')
+    jobid = add(sites, keys, 'echo', 'mail')
+    with sites.transaction() as conn:
+        processor.traverse(conn.root(), keys).processorArguments = {
+            'waitTime': 0.01}
+    startup.configure(autostart='site1@Mail')
+    assert startup.databaseOpened(DatabaseOpenedWithRoot(sites)) == [keys]
+    assert [key for key, _ in processor.running()] == [(sites, keys)]
+    waitFor(lambda: statusOf(sites, keys, jobid) == 'completed', WAIT,
+            'the job of the registered service completing')
+    assert processor.stopAll(WAIT)
+
+
+# -- processor paths from the application root ---------------------------------
+
+def test_a_processor_path_may_start_at_the_application_root(db, tasks):
+    from zodbtasks.paths import findService
+    with db.transaction() as conn:
+        root = conn.root()
+        root['Application'] = app = persistent.mapping.PersistentMapping()
+        app['tasks'] = zodbtasks.TaskService()
+        jobid = app['tasks'].add('echo', 'below the application')
+    # ['tasks'] is not in the database root: it is the application's.
+    proc = processor.SimpleProcessor(db, ['tasks'], waitTime=0)
+    assert proc.hasJobsWaiting()
+    assert proc.processNext() is True
+    assert statusOf(db, ('Application', 'tasks'), jobid) == 'completed'
+    with db.transaction() as conn:
+        root = conn.root()
+        assert findService(root, ('tasks',)) is root['Application']['tasks']
+        with pytest.raises(KeyError, match="no service at 'nowhere'"):
+            findService(root, ('nowhere',))
+
+
+def test_the_database_root_wins_when_both_roots_have_the_path(db, tasks):
+    from zodbtasks.paths import findService
+    with db.transaction() as conn:
+        root = conn.root()
+        root['Application'] = app = persistent.mapping.PersistentMapping()
+        app['tasks'] = zodbtasks.TaskService()
+        root['tasks'] = zodbtasks.TaskService()
+        inApp = app['tasks'].add('echo', 'application')
+        inRoot = root['tasks'].add('echo', 'root')
+    with db.transaction() as conn:
+        root = conn.root()
+        assert findService(root, ('tasks',)) is root['tasks']
+        assert findService(root, ('Application', 'tasks')) is (
+            root['Application']['tasks'])
+    proc = processor.SimpleProcessor(db, 'tasks', waitTime=0)
+    assert proc.processNext() is True
+    assert proc.processNext() is False
+    assert tasks == [('echo', 'root')]
+    assert statusOf(db, ('Application', 'tasks'), inApp) == 'queued'
+    assert statusOf(db, ('tasks',), inRoot) == 'completed'

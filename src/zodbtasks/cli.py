@@ -157,7 +157,8 @@ def _work(db, keys, args):
                    heartbeatInterval=(0 if args.no_heartbeat else
                                       args.heartbeat or 'auto'),
                    spread=args.spread, groupOutcomes=not args.no_group,
-                   linger=args.linger, maxUnrecorded=args.max_unrecorded)
+                   linger=args.linger, maxUnrecorded=args.max_unrecorded,
+                   logJobs=True)
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)

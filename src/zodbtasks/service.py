@@ -47,6 +47,7 @@ conflict, and a conflict never forces a task to run twice for bookkeeping.
 import heapq
 import importlib
 import itertools
+import logging
 import math
 import pickle
 import random
@@ -83,6 +84,8 @@ from zodbtasks.job import checkOptions
 from zodbtasks.job import checkTime  # noqa: F401 (for the claim and run code)
 from zodbtasks.task import Retry
 from zodbtasks.task import TaskError
+
+_log = logging.getLogger('zodbtasks')
 
 #: Job ids are drawn from [1, MAX_JOB_ID]: random, and exact in JSON.
 MAX_JOB_ID = 2 ** 53 - 1
@@ -166,6 +169,37 @@ class _Duration:
         service._p_changed = True
 
 
+class _ProcessorFactory:
+    """``TaskService.processorFactory``: the processor class that
+    `startProcessing` runs, `zodbtasks.processor.SimpleProcessor` unless a
+    service is given another, as in the reference package.
+
+    The default is imported when it is first asked for: the processor
+    module imports this one, so this one must not import it when it loads.
+    """
+
+    def __get__(self, service, owner=None):
+        if service is not None:
+            service._p_activate()
+            chosen = service.__dict__.get('processorFactory')
+            if chosen is not None:
+                return chosen
+        from zodbtasks.processor import SimpleProcessor
+        return SimpleProcessor
+
+    def __set__(self, service, factory):
+        if factory is not None and not callable(factory):
+            raise TypeError('processorFactory is a processor class (or a '
+                            'callable that makes one) or None for the '
+                            'default, not %r' % (factory,))
+        service._p_activate()
+        if factory is None:
+            service.__dict__.pop('processorFactory', None)
+        else:
+            service.__dict__['processorFactory'] = factory
+        service._p_changed = True
+
+
 @implementer(interfaces.IScheduledTaskService)
 class TaskService(persistent.Persistent):
     """A persistent queue and scheduler of jobs; see `ITaskService`."""
@@ -184,9 +218,10 @@ class TaskService(persistent.Persistent):
     missingTaskDelay = _Duration(10)
     #: ... and the job fails after this many seconds without such a worker.
     missingTaskTimeout = _Duration(3600)
-    #: The processor class that `startProcessing` starts (None: the
-    #: processor module's default) and the keyword arguments it gets.
-    processorFactory = None
+    #: The processor class that `startProcessing` starts (setting None
+    #: goes back to the default, `SimpleProcessor`) and the keyword
+    #: arguments it gets.
+    processorFactory = _ProcessorFactory()
     processorArguments = {'waitTime': 1.0}
     #: The version of the data layout. A service unpickled from an older
     #: layout (such as a converted z3c.taskqueue service) has the class's 0
@@ -476,11 +511,12 @@ class TaskService(persistent.Persistent):
 
     def startJob(self, jobid, now=None):
         now = self._now(now)
+        if self._job(jobid).status != interfaces.STARTLATER:
+            # As in the reference package: a question answered, nothing
+            # written (not even an upgrade of old data).
+            return False
         self._current(now)
         job = self._job(jobid)
-        if job.status != interfaces.STARTLATER:
-            raise ValueError('job %r is %r, not waiting to start (%r)'
-                             % (jobid, job.status, interfaces.STARTLATER))
         if isinstance(job, CronJob):
             job.status = (interfaces.CRONJOB if job.delay is None
                           else interfaces.DELAYED)
@@ -517,6 +553,8 @@ class TaskService(persistent.Persistent):
         job.scheduledFor = None
         job.paused = False
         # A worker running it loses its lease: what it records is refused.
+        if job.lease is not None:
+            job.lease.revoked = True
         job.lease = None
         self._finish(job, interfaces.CANCELLED, now)
         _notify(events.JobCancelled, self, job, now)
@@ -683,20 +721,32 @@ class TaskService(persistent.Persistent):
         """Start a processor thread for this service (stored in a database).
 
         ``path`` is the slash-separated path of keys from the database root
-        to this service; without it the processor looks the service up.
+        to this service; without it the processor looks the service up. A
+        service not stored in a database yet is not processed: nothing
+        happens but a warning, as the reference package did nothing.
         """
-        from zodbtasks import threads as processor
-        processor.startProcessing(self, path)
+        if self._p_jar is None:
+            _log.warning('not processing %r: it is not stored in a database '
+                         'yet (add it and commit first)', self)
+            return
+        from zodbtasks import threads
+        threads.startProcessing(self, path)
 
     def stopProcessing(self):
-        """Stop this service's processor thread after the job in hand."""
-        from zodbtasks import threads as processor
-        processor.stopProcessing(self)
+        """Stop this service's processor thread after the job in hand; do
+        nothing when none runs."""
+        if self._p_jar is None:
+            return
+        from zodbtasks import threads
+        threads.stopProcessing(self)
 
     def isProcessing(self):
-        """Whether a processor thread runs for this service."""
-        from zodbtasks import threads as processor
-        return processor.isProcessing(self)
+        """Whether a processor thread runs for this service (False for a
+        service that is not stored in a database)."""
+        if self._p_jar is None:
+            return False
+        from zodbtasks import threads
+        return threads.isProcessing(self)
 
     # -- running jobs ------------------------------------------------------
 
@@ -1001,7 +1051,7 @@ class TaskService(persistent.Persistent):
     def _checkLease(self, job, token):
         lease = job.lease
         if (job.status != interfaces.PROCESSING or lease is None
-                or lease.token != token):
+                or lease.token != token or lease.revoked):
             raise LeaseLost('job %r is no longer held under lease %r (it is '
                             '%r)' % (job.id, token, job.status))
         return lease
@@ -1042,6 +1092,7 @@ class TaskService(persistent.Persistent):
                 self._indexLease(lease, job.id, key & _LEASE_SHARD_MASK)
                 continue
             del leases[key]
+            lease.revoked = True
             worker = lease.worker or '(unnamed)'
             if lease.started is None:
                 appendLog(job, 'the worker %s let its claim on this job '
@@ -1052,11 +1103,11 @@ class TaskService(persistent.Persistent):
             message = ('the worker %s lost its lease on this job at %s'
                        % (worker, lease.expires))
             job.lostLeases += 1
-            limit = job.maxLostLeases
-            if not job.atMostOnce and limit is not None \
-                    and job.lostLeases >= limit:
+            most = job.maxLostLeases
+            if not job.atMostOnce and most is not None \
+                    and job.lostLeases >= most:
                 message += ('; runs of this job lost their lease %d times '
-                            '(maxLostLeases is %d)' % (job.lostLeases, limit))
+                            '(maxLostLeases is %d)' % (job.lostLeases, most))
             if job.atMostOnce or message.endswith(')'):
                 job.error, job.traceback = message, None
                 job.completed = now
@@ -1265,11 +1316,10 @@ class TaskService(persistent.Persistent):
         return True
 
     def process(self, now=None):
+        # Returns None, as the reference package's did.
         now = self._now(now)
-        count = 0
         while self.processNext(now):
-            count += 1
-        return count
+            pass
 
     def _transaction(self):
         # The connection may use its own transaction manager, not the

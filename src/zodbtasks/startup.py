@@ -19,10 +19,19 @@ space, as in z3c.taskqueue:
 ``site@*``
     every service in that site.
 
-A site's services are its items that are task services, and those in the
-``default`` folder of its site manager, if it has one. The application root
-is the ``root`` setting (a path of keys from the database root), else the
-database root's ``Application`` item if there is one, else the database root.
+A site's service ``service`` is, as in z3c.taskqueue, the task service
+registered under that name in the site's component registry
+(``queryUtility(ITaskService, name=service, context=site)``, which also sees
+the registries the site's is based on). When no utility has that name, the
+site's item ``service`` or the item of that name in the ``default`` folder of
+its site manager is taken, if it is a task service: the registered utility
+wins over an item of the same name. ``site@*`` takes both: every registered
+task service and every item that is one. The application root is the
+``root`` setting (a path of keys from the database root), else the database
+root's ``Application`` item if there is one, else the database root.
+
+The database of the event is kept: `getDatabase` gives it, and so does
+``zodbtasks.GLOBALDB``, as z3c.taskqueue kept it (`storeDBReference`).
 
 The settings come from `configure` if it was called (Pyramid and scripts
 call it), else from the product configuration ``zodbtasks`` (``<product-config
@@ -31,7 +40,9 @@ zodbtasks>`` in zope.conf).
 import logging
 
 import transaction
+import zope.component
 
+import zodbtasks
 from zodbtasks import processor
 from zodbtasks.interfaces import ITaskService
 
@@ -98,10 +109,21 @@ def getDatabase():
     return _state['database']
 
 
+def storeDBReference(db):
+    """Keep ``db`` as the application's database: `getDatabase` and
+    ``zodbtasks.GLOBALDB`` give it (z3c.taskqueue's name). None forgets it.
+    """
+    if db is not None and not callable(getattr(db, 'open', None)):
+        raise TypeError('storeDBReference takes a ZODB database (with an '
+                        'open() method) or None, not %r' % (db,))
+    _state['database'] = db
+    zodbtasks.GLOBALDB = db
+
+
 def databaseOpened(event):
     """Subscriber: keep the database, start the services to autostart."""
     db = event.database
-    _state['database'] = db
+    storeDBReference(db)
     configuration = getConfiguration()
     try:
         specs = parseAutostart(configuration.get('autostart', ''))
@@ -134,9 +156,36 @@ def _items(container):
         return []
 
 
+def _registered(site, name):
+    """The task services registered as utilities for ``site`` under
+    ``name`` (all of them for ``*``), as (path, service); the path is found
+    from each service's location."""
+    try:
+        if name == '*':
+            services = [service for _, service in zope.component
+                        .getUtilitiesFor(ITaskService, context=site)]
+        else:
+            service = zope.component.queryUtility(ITaskService, name=name,
+                                                  context=site)
+            services = [] if service is None else [service]
+    except zope.component.ComponentLookupError:
+        return []       # not a site, and no registry found above it
+    found = []
+    for service in services:
+        try:
+            found.append((processor.findServicePath(service), service))
+        except ValueError as error:
+            log.warning('zodbtasks autostart: the service %r registered as '
+                        '%r: %s', service, name, error)
+    return found
+
+
 def _servicesIn(keys, site, name):
     """(path, service) for the services called ``name`` (or all) in a site.
     """
+    registered = _registered(site, name)
+    if registered and name != '*':
+        return registered       # the named utility wins over an item
     places = [(keys, site)]
     getSiteManager = getattr(site, 'getSiteManager', None)
     if callable(getSiteManager):
@@ -146,7 +195,7 @@ def _servicesIn(keys, site, name):
             default = None
         if default is not None:
             places.append((keys + (SITE_MANAGER, 'default'), default))
-    found = []
+    found = list(registered)
     for where, container in places:
         if name == '*':
             candidates = _items(container)

@@ -91,7 +91,8 @@ def test_start_later_and_start(fs, capsys):
     assert out == 'job %d started: now queued\n' % jobid
     code, out, err = run(capsys, 'start', str(jobid), *on(fs))
     assert code == 1 and err.count('\n') == 1
-    assert "is 'queued', not waiting to start" in err
+    assert "is 'queued', not waiting to start; only jobs added with " \
+        '--start-later are started' in err
 
 
 def test_add_without_task_modules_stores_the_name_and_warns(tmp_path, capsys,

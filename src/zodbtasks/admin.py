@@ -488,6 +488,11 @@ def _act(method, done):
         if method == 'cancel' and job.status in interfaces.FINISHED:
             raise UsageError('job %s is %s already; only unfinished jobs can '
                              'be cancelled' % (job.id, job.status))
+        if method == 'startJob' and job.status != interfaces.STARTLATER:
+            # (startJob answers False here, as the original API did.)
+            raise UsageError('job %s is %r, not waiting to start; only jobs '
+                             'added with --start-later are started'
+                             % (job.id, job.status))
         try:
             getattr(service, method)(job.id, now=_now(args))
         except (KeyError, ValueError) as error:

@@ -78,6 +78,8 @@ setup(
         'zope.interface',
         'zodburi',
         'tzdata',
+        # The command line's tables and progress lines.
+        'rich >= 13',
     ],
     extras_require={
         'test': TESTS_REQUIRE,

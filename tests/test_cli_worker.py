@@ -246,9 +246,17 @@ def test_a_database_that_cannot_be_named_is_refused(capsys, db, message):
 def test_a_database_that_cannot_be_opened_is_refused(capsys, tmp_path):
     code, err = errorOf(capsys, 'worker', '--db',
                         str(tmp_path / 'no' / 'dir' / 'Data.fs'),
-                        '--service', 'x')
+                        '--service', 'x', '--create')
     assert code == 1 and len(err) == 1
     assert err[0].startswith('zodbtasks worker: error: cannot open --db ')
+
+
+def test_a_mistyped_database_is_not_created(capsys, tmp_path):
+    code, err = errorOf(capsys, 'worker', '--db', str(tmp_path / 'Dta.fs'),
+                        '--service', 'x')
+    assert code == 1 and len(err) == 1
+    assert 'Dta.fs: no such file' in err[0]
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize('args, message', [

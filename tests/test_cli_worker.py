@@ -88,7 +88,7 @@ def test_a_worker_runs_the_jobs_and_logs_each(fs, tmp_path, tasks):
     assert sorted(lines(ledger)) == sorted(str(i) for i in ids)
     for jobid in ids:
         assert re.search(r'INFO zodbtasks.jobs job %d append_id completed in '
-                         r'[\d.]+s \(attempt 1\)' % jobid, done.stderr)
+                         r'[\d.]+ s \(attempt 1\)' % jobid, done.stderr)
     assert re.search(r'worker stopped after [\d.]+s: 3 job\(s\) '
                      r'\(completed: 3\)', done.stderr)
     with Stored(fs) as root:

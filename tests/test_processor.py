@@ -1,6 +1,7 @@
 """Processors claim jobs in one transaction and run them in the next."""
 import contextlib
 import logging
+import re
 import random
 import threading
 
@@ -1251,3 +1252,22 @@ def test_a_paused_service_is_quiet_until_resumed(fileDB, ran):
         service.resume(now=1000)
     assert proc.processNext()
     assert ran == ['waits']
+
+
+def test_a_failed_run_says_how_long_it_took_and_whether_it_retries(
+        stored, caplog):
+    def boom(service, jobid, input):
+        raise zodbtasks.TaskError('no luck')
+    register('boom', boom)
+    add(stored, 'boom', 1, retries=1, retryDelay=0)
+    processor = SimpleProcessor(stored, 'app/tasks', logJobs=True)
+    with caplog.at_level(logging.INFO, 'zodbtasks.jobs'):
+        assert processor.processNext()
+        assert processor.processNext()
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == 'zodbtasks.jobs']
+    assert len(lines) == 2, lines
+    assert re.search(r' boom failed after \d+\.\d{3} s, retrying \(attempt '
+                     r'1\): no luck$', lines[0]), lines
+    assert re.search(r' boom failed after \d+\.\d{3} s \(attempt 2\): '
+                     r'no luck$', lines[1]), lines

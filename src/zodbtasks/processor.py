@@ -71,6 +71,7 @@ import zope.event
 from transaction.interfaces import DoomedTransaction
 from transaction.interfaces import TransientError
 
+from zodbtasks import interfaces
 from zodbtasks import writes
 from zodbtasks.context import appendLog
 from zodbtasks.heartbeats import Claim
@@ -687,9 +688,15 @@ class SimpleProcessor:
         if run.status is None or not self.logJobs:
             return
         outcome = run.outcome
-        said(logging.INFO, 'job %s %s %s in %.3fs (attempt %d)%s', run.jobid,
-             run.task, run.status, run.seconds or 0.0, run.attempts,
-             ': ' + outcome.error if outcome.failed else '', logger=jobLog)
+        seconds = run.seconds or 0.0
+        if not outcome.failed:
+            said(logging.INFO, 'job %s %s completed in %.3f s (attempt %d)',
+                 run.jobid, run.task, seconds, run.attempts, logger=jobLog)
+        else:
+            said(logging.INFO, 'job %s %s failed after %.3f s%s (attempt %d): '
+                 '%s', run.jobid, run.task, seconds,
+                 ', retrying' if run.status == interfaces.RETRYING else '',
+                 run.attempts, outcome.error, logger=jobLog)
 
     # -- heartbeats and time-outs ----------------------------------------------
 

@@ -457,3 +457,50 @@ def test_a_bad_batch_size_is_refused(service, limit):
 def test_a_bad_status_is_refused_and_named(service):
     with pytest.raises(ValueError, match="not 'done'"):
         service.countJobs('done')
+
+
+def test_the_status_report_loads_as_much_at_100k_jobs_as_at_10k(sizes):
+    from zodbtasks.admin import _survey
+    small, big = (loadsFor(sizes[n], lambda s: _survey(s, 10, 10))
+                  for n in (10000, 100000))
+    assert big[1][1]['cancelled'] == 30000
+    assert big[1][0]['oldestQueued'] is not None
+    # Counts, the queue's head, the heads of the due and lease indexes:
+    # the same few dozen objects, whatever the number of jobs.
+    assert big[0] <= small[0] + 5 and big[0] < 100, (small[0], big[0])
+
+
+# -- looking at the queue through its indexes --------------------------------
+
+def test_the_indexes_answer_what_status_shows(service):
+    first = service.add('echo', 1, now=0)
+    service.add('echo', 2, now=1)
+    late = service.addCronJob('echo', delay=10, now=0)
+    later = service.addCronJob('echo', delay=20, now=0)
+    cron = service.addCronJob('echo', interval=60, now=0)
+    service.processNext(now=0)               # places the new cron jobs
+    assert service.oldestQueued().id != first   # the first one ran
+    held = service.claimNextJob(now=5, worker='w', lease=3)
+    assert service.oldestQueued() is None
+    assert [j.id for j in service.overdueJobs(now=25)] == [late, later]
+    assert [j.id for j in service.overdueJobs(now=25, limit=1)] == [late]
+    assert [j.id for j in service.overdueJobs(now=15)] == [late]
+    assert [j.id for j in service.upcomingJobs(now=15)] == [cron]
+    assert [j.id for j in service.upcomingJobs(now=15, repeating=False)] \
+        == [later, cron]
+    assert service.expiredLeases(now=7) == []
+    assert [j.id for j in service.expiredLeases(now=9)] == [held]
+    with pytest.raises(ValueError, match='limit must be'):
+        service.overdueJobs(now=1, limit=-1)
+
+
+def test_remove_takes_away_one_finished_job_and_its_count(service):
+    done = service.add('echo', 1, now=0)
+    waiting = service.add('echo', 2, now=0)
+    service.cancel(done, now=1)
+    with pytest.raises(ValueError, match="is 'queued'; only finished"):
+        service.remove(waiting)
+    assert service.remove(done) is True
+    assert service.remove(done) is False
+    assert done not in service.jobs
+    assert keptCount(service) == fullCount(service) == {('queued', 'echo'): 1}

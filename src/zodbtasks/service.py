@@ -812,6 +812,25 @@ class TaskService(persistent.Persistent):
                 del self.jobs[jobid]
             ids.clear()
 
+    def remove(self, jobid):
+        """Remove one finished job; return whether it was there to remove.
+
+        Unfinished jobs are refused (cancel them first): a worker may hold
+        one, or its schedule may still want it.
+        """
+        job = self.jobs.get(jobid)
+        if job is None:
+            return False
+        if job.status not in interfaces.FINISHED:
+            raise ValueError('job %r is %r; only finished jobs (%s) can be '
+                             'removed' % (jobid, job.status,
+                                          ', '.join(interfaces.FINISHED)))
+        self._current(None)
+        self._finished[job.status].remove(jobid)
+        self._recount(job, gone=True)
+        del self.jobs[jobid]
+        return True
+
     def purgeExpired(self, now=None, limit=None):
         """Remove finished jobs whose time to live ran out; return how many.
 
@@ -880,6 +899,63 @@ class TaskService(persistent.Persistent):
             return False
         from zodbtasks import threads
         return threads.isProcessing(self)
+
+    # -- looking at the queue, from its indexes ------------------------------
+
+    def oldestQueued(self):
+        """The queued job that the next claim takes, or None. O(1)."""
+        head = self._queueHead()
+        if head is None:
+            return None
+        lane, key = head
+        job = self.jobs.get(lane[key])
+        return None if _stale(job, _QUEUE, key) else job
+
+    def overdueJobs(self, now=None, limit=10):
+        """Up to ``limit`` jobs due at ``now`` that no claim took yet,
+        the longest overdue first. O(log n + limit)."""
+        now = self._now(now)
+        limit = _limit(limit)
+        found = []
+        for key, jobid in self._scheduled.items(max=_timeKey(now) | _LOW_MASK):
+            if len(found) >= limit:
+                break
+            job = self.jobs.get(jobid)
+            if not _stale(job, _SCHEDULED, key) and job.scheduledFor <= now:
+                found.append(job)
+        return found
+
+    def upcomingJobs(self, now=None, limit=10, repeating=True):
+        """Up to ``limit`` jobs due after ``now``, soonest first: with
+        ``repeating``, only cron and interval jobs. It looks at no more
+        than 100 entries per job returned."""
+        now = self._now(now)
+        limit = _limit(limit)
+        found = []
+        entries = self._scheduled.items(min=_timeKey(now) | _LOW_MASK)
+        for key, jobid in itertools.islice(entries, 100 * limit):
+            if len(found) >= limit:
+                break
+            job = self.jobs.get(jobid)
+            if _stale(job, _SCHEDULED, key) or job.scheduledFor <= now:
+                continue
+            if not repeating or _repeats(job):
+                found.append(job)
+        return found
+
+    def expiredLeases(self, now=None, limit=10):
+        """Up to ``limit`` running jobs whose lease ran out by ``now``
+        (the next claim gives them back), the longest expired first."""
+        now = self._now(now)
+        limit = _limit(limit)
+        found = []
+        for _, jobid in self._liveLeases(max=_timeKey(now) | _LOW_MASK):
+            if len(found) >= limit:
+                break
+            job = self.jobs[jobid]
+            if job.lease.expires <= now:
+                found.append(job)
+        return found
 
     # -- running jobs ------------------------------------------------------
 
@@ -1634,6 +1710,13 @@ class Outcome:
     def __repr__(self):
         return '<Outcome of job %s: %s>' % (
             self.jobid, 'failed: %s' % self.error if self.failed else 'ok')
+
+
+def _limit(limit):
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise ValueError('limit must be a whole number, 0 or more, not %r'
+                         % (limit,))
+    return limit
 
 
 def _stale(job, index, key):

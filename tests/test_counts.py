@@ -504,3 +504,30 @@ def test_remove_takes_away_one_finished_job_and_its_count(service):
     assert service.remove(done) is False
     assert done not in service.jobs
     assert keptCount(service) == fullCount(service) == {('queued', 'echo'): 1}
+
+
+def test_clean_writes_one_shard_so_a_storage_that_merges_nothing_is_fine(
+        tasks):
+    """MappingStorage adds up no concurrent changes: a clean and a run in
+    two connections of one process must not write the same shard."""
+    import ZODB.MappingStorage
+    db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+        service.cancel(service.add('echo', 0, now=0), now=0)
+        service.add('echo', 1, now=0)
+    sides = []
+    for _ in range(2):
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        tm.begin()
+        sides.append((conn.root()['tasks'], tm))
+    sides[0][0].clean('cancelled')
+    assert sides[1][0].processNext(now=1)
+    for service, tm in sides:
+        tm.commit()
+    with db.transaction() as conn:
+        service = conn.root()['tasks']
+        assert keptCount(service) == fullCount(service) == {
+            ('completed', 'echo'): 1}
+    db.close()

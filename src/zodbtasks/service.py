@@ -61,6 +61,7 @@ import pickle
 import random
 import time
 import traceback
+import weakref
 import zlib
 
 import persistent
@@ -121,6 +122,10 @@ _MAX_KEY = 2 ** 63 - 1
 _ORDER_MASK = (1 << _LANE_SHIFT) - 1
 _PLACEHOLDER = -1         # the value of each lane's first key, never a job
 _QUEUE, _SCHEDULED, _UNPLACED = '_queue', '_scheduled', '_unplaced'
+
+#: The counts shard of each connection (see `TaskService._countShard`).
+_SHARD_OF = weakref.WeakKeyDictionary()
+_NEXT_SHARD = itertools.count(random.randrange(1 << 16))
 
 #: Marks a value not worked out yet.
 _UNKNOWN = object()
@@ -429,9 +434,19 @@ class TaskService(persistent.Persistent):
         job._counted = now
 
     def _countShard(self):
+        # Connections of one process count in different shards, in turn,
+        # so that an application's commits and its processor threads' never
+        # meet in one: not every storage adds up concurrent changes
+        # (MappingStorage does not). Processes start at a random shard.
         shard = getattr(self, '_v_countShard', None)
+        if shard is not None:
+            return shard
+        jar = self._p_jar
+        if jar is None:
+            return 0
+        shard = _SHARD_OF.get(jar)
         if shard is None:
-            shard = self._v_countShard = random.randrange(_counting.SHARDS)
+            shard = _SHARD_OF[jar] = next(_NEXT_SHARD) % _counting.SHARDS
         return shard
 
     def countsComplete(self):
@@ -804,10 +819,14 @@ class TaskService(persistent.Persistent):
                 for jobid in ids:
                     self._recount(self.jobs[jobid], gone=True)
             elif self._counts is not None:
-                # All jobs of the status go: take its counts to zero (a
-                # concurrent change to them still adds up, see Counts).
-                for shard in self._counts:
-                    shard.clear(name)
+                # All jobs of the status go: take off what every shard
+                # counts of it, in this connection's shard alone (so that
+                # clean meets no other writer; what others change
+                # meanwhile still adds up).
+                shard = self._counts[self._countShard()]
+                for key, n in _counting.total(self._counts).items():
+                    if key[0] == name:
+                        shard.add(key, -n)
             for jobid in list(ids):
                 del self.jobs[jobid]
             ids.clear()

@@ -328,12 +328,12 @@ def loadsFor(path, call):
     try:
         loads = []
         storage = db.storage
-        original = storage.load
+        original = storage.loadBefore
 
-        def counting(oid, version=''):
+        def counting(oid, tid):
             loads.append(oid)
-            return original(oid, version)
-        storage.load = counting
+            return original(oid, tid)
+        storage.loadBefore = counting
         conn = db.open()
         try:
             service = conn.root()['tasks']
@@ -353,8 +353,10 @@ def test_a_count_loads_the_same_few_objects_at_any_size(sizes):
     assert big[1][('cancelled', 'ok')] + big[1][('cancelled', 'fail')] \
         == 30000
     assert sum(big[1].values()) == 100000
-    # The 16 shards, whatever the number of jobs.
-    assert small[0] == big[0] <= counts.SHARDS
+    # The 16 shards, whatever the number of jobs...
+    assert 0 < small[0] == big[0] <= counts.SHARDS
+    # ... where reading every job loads them all (the loads are counted).
+    assert loadsFor(sizes[10000], fullCount)[0] > 10000
 
 
 # -- a service of the layout before, counted in batches ----------------------
@@ -467,7 +469,7 @@ def test_the_status_report_loads_as_much_at_100k_jobs_as_at_10k(sizes):
     assert big[1][0]['oldestQueued'] is not None
     # Counts, the queue's head, the heads of the due and lease indexes:
     # the same few dozen objects, whatever the number of jobs.
-    assert big[0] <= small[0] + 5 and big[0] < 100, (small[0], big[0])
+    assert 0 < big[0] <= small[0] + 5 and big[0] < 100, (small[0], big[0])
 
 
 # -- looking at the queue through its indexes --------------------------------

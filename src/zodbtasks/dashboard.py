@@ -584,6 +584,13 @@ class Dashboard:
             for name, value in rows)))
         if isinstance(job, CronJob):
             parts.append(self._scheduleSection(job, now))
+        if getattr(job, 'data', None) is not None:
+            parts.append(render(
+                '<section id="data"><h3>Data kept between runs</h3><table '
+                'class="fields">{0}</table></section>', join(
+                    render('<tr><th>{0}</th><td><code>{1}</code></td></tr>',
+                           _shortRepr(key), _shortRepr(value))
+                    for key, value in sorted(job.data.items(), key=repr))))
         if job.error:
             parts.append(render('<section id="error"><h3>Error</h3>'
                                 '<pre>{0}</pre></section>', job.error))

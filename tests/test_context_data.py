@@ -224,3 +224,21 @@ def test_the_dashboard_job_page_shows_the_data(stored):
     assert rows == [["'<note>'", "'a & b'"], ["'runs'", '1']]
     assert '<note>' not in page.text        # escaped
     assert app.get('/job/%d' % quiet).html.find(id='data') is None
+
+
+def test_the_job_page_shows_the_first_keys_of_large_data(stored):
+    webtest = pytest.importorskip('webtest')
+    from zodbtasks import dashboard
+    register('counting', counting)
+    with opened(stored, commit=True) as service:
+        jobid = service.add('counting', now=0)
+        service.jobs[jobid].data = persistent.mapping.PersistentMapping(
+            ('key%03d' % n, n) for n in range(120))
+    app = webtest.TestApp(dashboard.make_app(stored, 'app/tasks',
+                                             clock=lambda: 90))
+    section = app.get('/job/%d' % jobid).html.find(id='data')
+    rows = section.find_all('tr')
+    assert len(rows) == dashboard._SHOWN_KEYS
+    assert rows[-1].th.get_text() == "'key%03d'" % (dashboard._SHOWN_KEYS - 1)
+    assert section.p.get_text() == 'and %d more keys' % (
+        120 - dashboard._SHOWN_KEYS)

@@ -158,7 +158,7 @@ def _work(db, keys, args):
                                       args.heartbeat or 'auto'),
                    spread=args.spread, groupOutcomes=not args.no_group,
                    linger=args.linger, maxUnrecorded=args.max_unrecorded,
-                   logJobs=True)
+                   logJobs=True, register=True)
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)

@@ -256,7 +256,7 @@ def test_an_unregistered_processor_leaves_no_record(db, tasks):
     conn.close()
 
 
-# -- real worker processes over ZEO ---------------------------------------------
+# -- real worker processes over ZEO -------------------------------------------
 
 def _cli(capsys, *argv):
     from zodbtasks.cli import main

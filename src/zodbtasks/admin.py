@@ -270,8 +270,8 @@ def workers(service, args, out):
         _dump([w.describe(now) for w in found], out)
         return 0
     live = sum(1 for w in found if w.state(now) == 'live')
-    print('%d live worker(s) of %d recorded, %s' % (live, len(found),
-                                                      moment(now)), file=out)
+    print('%d live worker(s) of %d recorded, %s'
+          % (live, len(found), moment(now)), file=out)
     if not found:
         return 0
     table([[cut(w.name, 40), w.state(now), w.host, w.pid, moment(w.started),

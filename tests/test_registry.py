@@ -245,6 +245,39 @@ def test_a_registered_processor_keeps_its_record_while_it_loops(db, tasks):
     conn.close()
 
 
+def test_a_worker_whose_record_was_dropped_registers_again(db, tasks):
+    conn = db.open()
+    with transaction.manager:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+    processor = SimpleProcessor(db, 'tasks', waitTime=0.02, name='again',
+                                heartbeatInterval=0.05, register=True)
+    loop = threading.Thread(target=processor, daemon=True)
+    loop.start()
+    name = 'again:%s' % loop.name
+
+    def registered():
+        transaction.begin()
+        return service._workers is not None and name in service._workers
+    try:
+        deadline = time.monotonic() + 10
+        while not registered() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first = service._workers[name]
+        with transaction.manager:
+            del service._workers[name]       # as if dropped for dead
+        deadline = time.monotonic() + 10
+        while not registered() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert registered()
+        assert service._workers[name] is not first
+        assert service._workers[name].state(time.time()) == 'live'
+    finally:
+        processor.stop()
+        loop.join(10)
+    assert not loop.is_alive()
+    conn.close()
+
+
 def test_an_unregistered_processor_leaves_no_record(db, tasks):
     conn = db.open()
     with transaction.manager:

@@ -797,11 +797,11 @@ class SimpleProcessor:
             if self._transact(register, tm=transaction.TransactionManager()) \
                     is _GAVE_UP:
                 log.warning('could not register worker %s for conflicts; '
-                            'its heartbeats will', self._worker)
+                            'its next renewal will', self._worker)
         except Exception as error:
-            log.warning('could not register worker %s (%s: %s); its '
-                        'heartbeats will', self._worker,
-                        type(error).__name__, error)
+            log.warning('could not register worker %s (%s: %s); its next '
+                        'renewal will', self._worker, type(error).__name__,
+                        error)
 
     def _seen(self, service, now):
         """Renew this worker's record (in the heartbeat's transaction); now

@@ -392,3 +392,37 @@ def test_worker_processes_show_in_workers_and_status_flags_what_none_knows(
             assert found[second.pid]['stopped'] is not None
             assert json.loads(_cli(capsys, 'status', *on, '--json'))[
                 'liveWorkers'] == 0
+
+
+def test_zeo_lines_about_clients_gone_are_left_out_unless_verbose():
+    import logging
+
+    from zodbtasks import cli
+    server = logging.getLogger('ZEO.asyncio.server')
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+    keep = Keep()
+    server.addHandler(keep)
+    names = ('ZEO', 'ZODB', 'zc.lockfile', 'txn')
+    levels = {name: logging.getLogger(name).level for name in names}
+    args = ['status', '--db', 'Data.fs', '--service', 'tasks']
+    try:
+        cli._setUpLogging(cli.buildParser().parse_args(args + ['--verbose']))
+        server.error('Disconnected %s:%s', 'BrokenPipeError', 'Broken pipe')
+        assert seen == ['Disconnected BrokenPipeError:Broken pipe']
+        del seen[:]
+        cli._setUpLogging(cli.buildParser().parse_args(args))
+        server.error('Disconnected %s:%s', 'BrokenPipeError', 'Broken pipe')
+        server.error('Disconnected %s:%s', 'ConnectionResetError', 'reset')
+        server.error('Disconnected %s:%s', 'OSError', 'something else')
+        server.error('the storage failed')
+        assert seen == ['Disconnected OSError:something else',
+                        'the storage failed']
+    finally:
+        server.removeHandler(keep)
+        server.removeFilter(cli._clientGone)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -194,6 +194,12 @@ def status(service, args, out):
         if service.paused else '', moment(now)), file=out)
     table([[s, counts[s]] for s in interfaces.STATUSES],
           ['status', 'jobs'], out, right=('jobs',))
+    unserved = report.get('unservedTasks')
+    if unserved:
+        print('\nqueued jobs whose task no live worker knows (see "zodbtasks '
+              'workers"):', file=out)
+        table([[cut(task, 60), n] for task, n in sorted(unserved.items())],
+              ['task', 'queued'], out, right=('queued',))
     oldest = report['oldestQueued']
     if oldest is not None:
         print('\noldest queued job: %s (%s), waiting %s' % (
@@ -249,7 +255,37 @@ def _survey(service, now, limit):
         'nextRuns': [{'id': j.id, 'task': j.task, 'due': due,
                       'timezone': j.timezone} for due, j in upcoming],
     }
+    if service.workers(now):
+        # Only once workers registered: without records, nothing is known
+        # of the workers that run the jobs.
+        report['liveWorkers'] = len(service.liveWorkers(now))
+        report['unservedTasks'] = service.unservedTasks(now)
     return report, counts, (overdue, expired, upcoming)
+
+
+def workers(service, args, out):
+    """The workers' records: live ones first, then the dead and stopped."""
+    now = _now(args)
+    order = {'live': 0, 'dead': 1, 'stopped': 2}
+    found = sorted(service.workers(now),
+                   key=lambda w: (order[w.state(now)], w.name))
+    if args.json:
+        _dump([w.describe(now) for w in found], out)
+        return 0
+    live = sum(1 for w in found if w.state(now) == 'live')
+    print('%d live worker(s) of %d recorded, %s'
+          % (live, len(found), moment(now)), file=out)
+    if not found:
+        return 0
+    table([[cut(w.name, 40), w.state(now), w.host, w.pid, moment(w.started),
+            duration(now - w.lastSeen) + ' ago', w.jobsDone,
+            cut(' '.join(map(str, w.jobs)) or '-', 40),
+            cut(', '.join(w.tasks) or '-', 50),
+            cut(', '.join('%s %s' % item for item in sorted(
+                w.counters.items())) or '-', 60)] for w in found],
+          ['name', 'state', 'host', 'pid', 'started', 'last seen', 'done',
+           'jobs now', 'tasks', 'counters'], out, right=('pid', 'done'))
+    return 0
 
 
 def _repeats(job):
@@ -945,7 +981,7 @@ def addCommands(commands):
     """Add the operator's subcommands to the ``zodbtasks`` parser."""
     for add in (_lookingCommands, _addingCommands, _cronCommand,
                 _actingCommands, _bulkCommands, _upgradeCommand,
-                _otherCommands):
+                _otherCommands, _workersCommand):
         add(commands)
 
 
@@ -987,6 +1023,18 @@ def _lookingCommands(commands):
     _common(p)
     p.add_argument('jobid')
     p.set_defaults(func=_withService(show))
+
+
+def _workersCommand(commands):
+    p = commands.add_parser(
+        'workers', help='the workers, live and dead, from their records',
+        description='The workers of a service, from the records they renew '
+        'with their heartbeats: a worker is dead once it missed 3 renewals '
+        '(of at most 5 s, or of its --heartbeat when shorter); records of '
+        'workers dead or stopped for the service\'s workerDropAfter (1 h) '
+        'are dropped by the workers. Reads a FileStorage read-only.')
+    _common(p)
+    p.set_defaults(func=_withService(workers))
 
 
 def _addingCommands(commands):

@@ -158,7 +158,7 @@ def _work(db, keys, args):
                                       args.heartbeat or 'auto'),
                    spread=args.spread, groupOutcomes=not args.no_group,
                    linger=args.linger, maxUnrecorded=args.max_unrecorded,
-                   logJobs=True)
+                   logJobs=True, register=True)
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)
@@ -420,6 +420,8 @@ def _setUpLogging(args):
     logging.basicConfig(
         level=getattr(logging, args.log_level), stream=sys.stderr,
         format='%(asctime)s %(levelname)s %(name)s %(message)s')
+    server = logging.getLogger('ZEO.asyncio.server')
+    server.removeFilter(_clientGone)
     if not args.verbose:
         # ZEO and ZODB say at INFO every connection, cache and storage
         # they open: noise for an operator, unless asked for.
@@ -427,6 +429,18 @@ def _setUpLogging(args):
             logger = logging.getLogger(name)
             if logger.level < logging.WARNING:
                 logger.setLevel(logging.WARNING)
+        # A ZEO server (serve's) logs at ERROR each client that went away
+        # while it was sent the invalidations of a commit: a command or a
+        # worker exiting as another commits. Shown with --verbose.
+        server.addFilter(_clientGone)
+
+
+def _clientGone(record):
+    """False for ZEO's line about a client that reset or closed its
+    connection while the server wrote to it."""
+    return not (str(record.msg).startswith('Disconnected') and record.args
+                and record.args[0] in ('ConnectionResetError',
+                                       'BrokenPipeError'))
 
 
 def main(argv=None):

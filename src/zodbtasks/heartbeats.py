@@ -4,7 +4,9 @@ A worker holds each job it claimed under a lease that runs out unless it is
 renewed. `Heartbeats` is a thread that renews every claim in hand, started
 or not, after a third of its lease, so that a lease runs out only when its
 worker died or lost the database for longer than that. It also ends a run
-that overstays the job's ``timeout``.
+that overstays the job's ``timeout``. Given ``every``, it also calls the
+worker at least that often while no claim is due, so that an idle worker
+renews its record (`zodbtasks.registry`).
 
 It knows nothing of databases: the worker gives it the functions that renew
 a lease and that end a run, and it calls them outside its lock.
@@ -48,13 +50,18 @@ class Heartbeats:
     ``expire(claim)`` ends a run past its timeout.
     ``interval`` is the time between renewals of a claim; None renews after
     a third of its lease; 0 never renews (timeouts still apply).
+    ``every``: seconds after which ``renew(claims, seen=True)`` is called,
+    with the claims due or none, for the worker to renew its own record
+    too; None (the default) never passes ``seen``.
     """
 
-    def __init__(self, renew, expire, interval=None, tick=0.1):
+    def __init__(self, renew, expire, interval=None, tick=0.1, every=None):
         self.renew = renew
         self.expire = expire
         self.interval = interval
         self.tick = tick
+        self.every = every
+        self._seen = None           # time.monotonic() of the last record
         self._claims = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -105,9 +112,16 @@ class Heartbeats:
             self.drop(claim)
             claim.timedOut = True
             self.expire(claim)
-        if not renew:
+        now = time.monotonic()
+        seen = self.every is not None and (
+            self._seen is None or now - self._seen >= self.every)
+        if seen:
+            self._seen = now
+            renewed = self.renew(renew, seen=True)
+        elif renew:
+            renewed = self.renew(renew)
+        else:
             return
-        renewed = self.renew(renew)
         now = time.monotonic()
         for claim in renew:
             expires = renewed.get(claim.jobid)
@@ -118,6 +132,7 @@ class Heartbeats:
                 claim.renewed = now
 
     def start(self, name):
+        self._seen = time.monotonic()    # the worker registered just now
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=name)
         self._thread.start()

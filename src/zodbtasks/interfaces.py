@@ -452,3 +452,85 @@ class ITaskStub(ITask):
     stub service then runs them and never the real ones. (Since it extends
     `ITask`, an ordinary service sees them too.)
     """
+
+
+class IWorkerRecord(Interface):
+    """What a worker said of itself when it last renewed its record.
+
+    Only its worker writes it. Its state is worked out from the times it
+    holds, so a worker that died is seen as dead without anyone writing.
+    """
+
+    name = Attribute("The worker's name, unique in its service.")
+    host = Attribute("The host it runs on.")
+    pid = Attribute("Its process id.")
+    started = Attribute("When it registered.")
+    lastSeen = Attribute("When it last renewed the record.")
+    every = Attribute("Seconds between its renewals, at most.")
+    stopped = Attribute("When it stopped gracefully, or None.")
+    jobsDone = Attribute("How many runs it recorded (the lost ones aside).")
+    jobs = Attribute("The ids of the jobs in its hands, a tuple.")
+    tasks = Attribute("The names of the tasks it knows, sorted.")
+    counters = Attribute("Its counters (outcomes, conflicts), a dict.")
+
+    def state(now):
+        """'stopped' if it said so; else 'dead' once ``now`` is more than
+        `zodbtasks.registry.DEAD_AFTER` (3) intervals past ``lastSeen``;
+        else 'live'."""
+
+    def describe(now):
+        """The record as a dict of plain values, its state at ``now``
+        included (for JSON)."""
+
+
+class IWorkerRegistry(Interface):
+    """The workers of a service, each in a record that only it writes.
+
+    A worker registers when its loop begins, renews its record at least
+    every ``every`` seconds while it runs (with its heartbeats; an idle
+    worker in a transaction of its own) and marks it stopped when it ends
+    gracefully. Registering writes the service's small mapping of records
+    (created by the first registration; a service stored before it has
+    none, and shows no workers); renewing writes the record only.
+    """
+
+    workerDropAfter = Attribute(
+        "Seconds after which the record of a dead or stopped worker is "
+        "dropped by `dropDeadWorkers` (default 3600).")
+
+    def registerWorker(name, now, host, pid, every, tasks=()):
+        """Create or reset the record of worker ``name`` and return it.
+
+        ``every`` is the most seconds between its renewals; ``tasks`` the
+        names of the tasks it knows. A record of that name already there
+        (a worker restarted with the name) is reset in place. Raises
+        TypeError or ValueError for bad arguments, writing nothing.
+        """
+
+    def workerSeen(name, now, jobs=None, jobsDone=None, counters=None):
+        """Renew the record of ``name`` at ``now``, with what changed;
+        return it, or None if there is no such record (it was dropped, or
+        never registered: the worker registers again). Writes the record
+        only."""
+
+    def workerStopped(name, now, jobsDone=None, counters=None):
+        """Mark the record of ``name`` stopped at ``now``; return it, or
+        None if there is none."""
+
+    def workers(now):
+        """Every record, sorted by name; their ``state(now)`` tells the live
+        from the dead and the stopped."""
+
+    def liveWorkers(now):
+        """The records whose state at ``now`` is 'live', sorted by name."""
+
+    def dropDeadWorkers(now, limit=100):
+        """Drop up to ``limit`` records of workers dead or stopped for more
+        than `workerDropAfter` seconds at ``now``; return their names.
+        Writes nothing when there is none."""
+
+    def unservedTasks(now):
+        """{task name: queued jobs} for the queued jobs whose task no live
+        worker knows, from the counts (the cost does not grow with the
+        jobs). A worker may still run a task it can import by its dotted
+        name without knowing it beforehand."""

@@ -104,6 +104,13 @@ jobLog = logging.getLogger('zodbtasks.jobs')
 THREAD_STARTUP_WAIT = 0.05
 
 _HOST = socket.gethostname()
+#: A worker renews its record at least this often (more often when its
+#: heartbeats are more frequent); see `zodbtasks.registry`.
+WORKER_EVERY = 5.0
+#: Each worker drops up to DROP_AT_ONCE records of workers long dead when it
+#: registers, and then every DROP_EVERY seconds, with a renewal.
+DROP_AT_ONCE = 10
+DROP_EVERY = 60.0
 _GAVE_UP = object()      # what `SimpleProcessor._transact` returns then
 _MISSING = object()      # a run given back: its task is not known here
 
@@ -171,7 +178,9 @@ class SimpleProcessor:
     want the same job; default False: the oldest first), ``logJobs`` (one
     INFO line per finished job on the ``zodbtasks.jobs`` logger; default
     False, as the reference processors logged none; the ``zodbtasks
-    worker`` command turns it on).
+    worker`` command turns it on), ``register`` (keep a record of this
+    worker in the service while the loop runs, for ``zodbtasks workers``;
+    see `zodbtasks.registry`; default False, the command turns it on).
 
     Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
     0.01), the loop claims up to ``batch`` jobs (64) in one transaction,
@@ -195,7 +204,7 @@ class SimpleProcessor:
                  heartbeatInterval='auto', transactionManager=None, batch=64,
                  batchBelow=0.01, spread=False, groupOutcomes=True,
                  settleWithin=0.2, linger=0.02, maxUnrecorded=DEFAULT_LIMIT,
-                 logJobs=False):
+                 logJobs=False, register=False):
         self.db = db
         self.servicePath = splitPath(servicePath)
         self.waitTime = waitTime
@@ -228,7 +237,14 @@ class SimpleProcessor:
         interval = (None if heartbeatInterval == 'auto'
                     else heartbeatInterval or 0)
         self.heartbeatInterval = heartbeatInterval
-        self._beats = Heartbeats(self._renew, self._timedOut, interval)
+        #: Whether the loop keeps a record of this worker in the service,
+        #: renewed at least every ``workerEvery`` seconds.
+        self.register = register
+        self.workerEvery = min(WORKER_EVERY, interval or WORKER_EVERY)
+        self._worker = None        # the name of this worker's record
+        self._lastDrop = 0.0       # time.monotonic() of the last drop pass
+        self._beats = Heartbeats(self._renew, self._timedOut, interval,
+                                 every=self.workerEvery if register else None)
 
     def __repr__(self):
         return '<%s for %s>' % (type(self).__name__, '/'.join(self.servicePath))
@@ -299,6 +315,8 @@ class SimpleProcessor:
         if self._stopRequested:
             return
         self.running = True
+        if self.register:
+            self._register()
         self._beats.start('%s heartbeats' % self)
         settler = threading.Thread(target=self._settleLoop, daemon=True,
                                    name='%s settler' % self)
@@ -316,6 +334,8 @@ class SimpleProcessor:
                 self._settleAll()
             finally:
                 self._beats.stop()
+                if self.register:
+                    self._registerStop()
 
     def _loop(self):
         failures = 0
@@ -700,11 +720,14 @@ class SimpleProcessor:
 
     # -- heartbeats and time-outs ----------------------------------------------
 
-    def _renew(self, claims):
+    def _renew(self, claims, seen=False):
         """Extend the leases of ``claims`` in one transaction of their own
-        (the heartbeat thread calls this); see `Heartbeats`."""
+        (the heartbeat thread calls this); see `Heartbeats`. With ``seen``,
+        renew this worker's record in it too."""
         def renew(service):
             now = self.clock()
+            if seen:
+                self._seen(service, now)
             renewed = {}
             for claim in claims:
                 try:
@@ -722,8 +745,9 @@ class SimpleProcessor:
             if disconnected(error):
                 self._unreached(error, said)
             else:
-                said(logging.ERROR, 'renewing %d leases failed: %s',
-                     len(claims), traceback.format_exc())
+                said(logging.ERROR, 'renewing %d leases%s failed: %s',
+                     len(claims), ' and the worker record' if seen else '',
+                     traceback.format_exc())
             renewed = {}
         else:
             if renewed is _GAVE_UP:
@@ -732,6 +756,74 @@ class SimpleProcessor:
                 self._reached(said)
         said.deliver()
         return renewed
+
+    # -- this worker's record (see zodbtasks.registry) ------------------------
+
+    def _recordName(self):
+        base = self.name or '%s:%d' % (_HOST, os.getpid())
+        loop = threading.current_thread()
+        return base if loop is threading.main_thread() \
+            else '%s:%s' % (base, loop.name)
+
+    def _snapshot(self):
+        """(current job ids, jobs done, counters), copied under the lock."""
+        with self._lock:
+            counters = dict(self.stats)
+            counters.update(('%s conflicts' % step, n)
+                            for step, n in self.conflicts.items())
+            if self.outages:
+                counters['storage outages'] = self.outages
+            done = sum(n for key, n in self.stats.items()
+                       if key not in ('lost', 'missing task'))
+        jobs = sorted(claim.jobid for claim in self._beats.held())
+        return jobs, done, counters
+
+    def _register(self, service=None, now=None):
+        """Register this worker, in a transaction of its own unless given
+        the ``service`` of one. A failure is logged: the record is made by
+        a later renewal."""
+        self._worker = self._worker or self._recordName()
+
+        def register(service, now=None):
+            now = self.clock() if now is None else now
+            service.registerWorker(self._worker, now, _HOST, os.getpid(),
+                                   self.workerEvery,
+                                   sorted(service.getAvailableTasks()))
+            self._lastDrop = time.monotonic()
+            service.dropDeadWorkers(now, DROP_AT_ONCE)
+        if service is not None:
+            return register(service, now)
+        try:
+            if self._transact(register, tm=transaction.TransactionManager()) \
+                    is _GAVE_UP:
+                log.warning('could not register worker %s for conflicts; '
+                            'its next renewal will', self._worker)
+        except Exception as error:
+            log.warning('could not register worker %s (%s: %s); its next '
+                        'renewal will', self._worker, type(error).__name__,
+                        error)
+
+    def _seen(self, service, now):
+        """Renew this worker's record (in the heartbeat's transaction); now
+        and then, drop a few records of workers long dead."""
+        jobs, done, counters = self._snapshot()
+        if service.workerSeen(self._worker, now, jobs, done, counters) is None:
+            self._register(service, now)
+            service.workerSeen(self._worker, now, jobs, done, counters)
+        elif time.monotonic() - self._lastDrop >= DROP_EVERY:
+            self._lastDrop = time.monotonic()
+            service.dropDeadWorkers(now, DROP_AT_ONCE)
+
+    def _registerStop(self):
+        """The loop ended: mark this worker's record stopped."""
+        def stopped(service):
+            jobs, done, counters = self._snapshot()
+            service.workerStopped(self._worker, self.clock(), done, counters)
+        try:
+            self._transact(stopped, tm=transaction.TransactionManager())
+        except Exception as error:
+            log.warning('could not mark worker %s stopped (%s: %s)',
+                        self._worker, type(error).__name__, error)
 
     def _heartbeat(self, jobid, token, started=True):
         """Extend the lease; return its new end, or None if it could not be

@@ -1709,6 +1709,100 @@ class TaskService(persistent.Persistent):
         _notify(events.JobRetried, self, job, now, error=job.error, due=due)
         return True
 
+    # -- the workers' records (see `zodbtasks.registry`) --------------------
+
+    #: worker name -> `WorkerRecord`, created by the first registration: a
+    #: service stored before workers registered has none.
+    _workers = None
+    #: Records of workers dead or stopped for this long are dropped.
+    workerDropAfter = _Duration(3600, positive=True)
+
+    def registerWorker(self, name, now, host, pid, every, tasks=()):
+        from zodbtasks.registry import WorkerRecord
+        now = checkMoment(now)
+        if not isinstance(name, str) or not isinstance(host, str):
+            raise TypeError('a worker name and host are strings, not %r and '
+                            '%r' % (name, host))
+        if not name.strip():
+            raise ValueError('a worker needs a name, not %r' % (name,))
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
+            raise TypeError('pid must be a process id (an int from 0), not '
+                            '%r' % (pid,))
+        checkDuration(every, 'every', positive=True)
+        tasks = tuple(tasks)
+        if not all(isinstance(task, str) for task in tasks):
+            raise TypeError('tasks are task names (strings), not %r'
+                            % (tasks,))
+        if self._workers is None:
+            self._workers = OOBTree()
+        record = self._workers.get(name)
+        if record is None:
+            record = self._workers[name] = WorkerRecord(
+                name, host, pid, now, every, tasks)
+        else:
+            # The name came back (a worker restarted with it): reset the
+            # record in place, leaving the mapping alone.
+            record.__init__(name, host, pid, now, every, tasks)
+            record.stopped = None
+        return record
+
+    def _worker(self, name):
+        return None if self._workers is None else self._workers.get(name)
+
+    def workerSeen(self, name, now, jobs=None, jobsDone=None, counters=None):
+        now = checkMoment(now)
+        record = self._worker(name)
+        if record is not None:
+            record.renew(now, jobs, jobsDone, counters)
+        return record
+
+    def workerStopped(self, name, now, jobsDone=None, counters=None):
+        now = checkMoment(now)
+        record = self._worker(name)
+        if record is not None:
+            record.renew(now, (), jobsDone, counters)
+            record.stopped = now
+        return record
+
+    def workers(self, now):
+        checkMoment(now)
+        return list(self._workers.values()) if self._workers else []
+
+    def liveWorkers(self, now):
+        from zodbtasks.registry import LIVE
+        return [record for record in self.workers(now)
+                if record.state(now) == LIVE]
+
+    def dropDeadWorkers(self, now, limit=100):
+        now = checkMoment(now)
+        limit = _limit(limit)
+        if not self._workers:
+            return []
+        after = self.workerDropAfter
+        gone = []
+        for name, record in self._workers.items():
+            if len(gone) >= limit:
+                break
+            since = record.deadSince(now)
+            if since is not None and now - since > after:
+                gone.append(name)
+        for name in gone:
+            del self._workers[name]
+        return gone
+
+    def unservedTasks(self, now):
+        known = set()
+        for record in self.liveWorkers(now):
+            known.update(record.tasks)
+        unserved = {}
+        for (status, task), n in self.jobCounts().items():
+            if status == interfaces.QUEUED and n > 0 and task not in known:
+                unserved[task] = unserved.get(task, 0) + n
+        return unserved
+
+
+implementer(interfaces.IWorkerRegistry)(TaskService)
+
 
 @implementer(interfaces.IOutcome)
 class Outcome:

@@ -77,6 +77,7 @@ from zodbtasks.heartbeats import Claim
 from zodbtasks.heartbeats import Heartbeats
 from zodbtasks.interfaces import LeaseLost
 from zodbtasks.interfaces import TaskMissing
+from zodbtasks.middleware import check_middlewares
 from zodbtasks.paths import SITE_MANAGER  # noqa: F401 (the old home)
 from zodbtasks.paths import findServicePath  # noqa: F401
 from zodbtasks.paths import splitPath
@@ -159,7 +160,9 @@ class SimpleProcessor:
     default ``'auto'``, a third of the lease; None or 0: only when tasks
     call ``heartbeat()``), ``spread`` (take queued jobs from the heads of
     random lanes, roughly in order, so that workers claiming at once rarely
-    want the same job; default False: the oldest first).
+    want the same job; default False: the oldest first), ``middlewares``
+    (callables around every run, before the registered ones; see
+    `zodbtasks.middleware`).
 
     Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
     0.01), the loop claims up to ``batch`` jobs (64) in one transaction,
@@ -182,8 +185,12 @@ class SimpleProcessor:
                  untilIdle=False, attempts=5, name=None,
                  heartbeatInterval='auto', transactionManager=None, batch=64,
                  batchBelow=0.01, spread=False, groupOutcomes=True,
-                 settleWithin=0.2, linger=0.02, maxUnrecorded=DEFAULT_LIMIT):
+                 settleWithin=0.2, linger=0.02, maxUnrecorded=DEFAULT_LIMIT,
+                 middlewares=()):
         self.db = db
+        #: Callables around every run, before the registered ones (see
+        #: `zodbtasks.middleware`).
+        self.middlewares = check_middlewares(middlewares)
         self.servicePath = splitPath(servicePath)
         self.waitTime = waitTime
         self.clock = clock or time.time
@@ -829,8 +836,9 @@ class SimpleProcessor:
                     before = writes.job_state(job)
                     heartbeat = self._heartbeatFor(claim)
                     started = self.clock()
-                    outcome = service.runClaimed(jobid, token, started,
-                                                 heartbeat, missing=True)
+                    outcome = service.runClaimed(
+                        jobid, token, started, heartbeat, missing=True,
+                        middlewares=self.middlewares)
                     outcome.completed = self.clock()
                     run = _Run(claim, job.task, job.attempts, outcome)
                     replaced = tm.get() is not txn

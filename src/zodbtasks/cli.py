@@ -191,6 +191,13 @@ def _importTasks(names):
 
 
 def worker(args):
+    if args.zope_conf:
+        from zodbtasks.zope.lifetime import loadZopeConfiguration
+        try:
+            loadZopeConfiguration(args.zope_conf)
+        except Exception as error:
+            raise UsageError('cannot load --zope-conf %s: %s: %s' % (
+                args.zope_conf, type(error).__name__, error))
     _importTasks(args.tasks)
     try:
         with _QueuedLogging(args.log_queue):
@@ -368,6 +375,11 @@ def buildParser():
     run.add_argument('--service', required=True, metavar='PATH',
                      help='slash-separated keys from the database root to '
                      'the service, e.g. app/tasks')
+    run.add_argument('--zope-conf', metavar='PATH',
+                     help="a Zope instance's zope.conf: load its ZCML, so "
+                     'that the tasks it registers are known (the worker '
+                     'starts no processors of its own; needs the zope '
+                     'extra)')
     run.add_argument('--tasks', action='append', default=[], metavar='MODULE',
                      help='a module to import; it registers task utilities '
                      '(repeat for more)')

@@ -17,9 +17,12 @@ from zodbtasks import startup
 from zodbtasks import threads
 from zodbtasks._testing import waitFor
 
-App = pytest.importorskip('App.config', reason='needs Zope (the zope extra)')
-lifetime = pytest.importorskip('zodbtasks.zope.lifetime')
-context = pytest.importorskip('zodbtasks.zope.context')
+if not os.environ.get('ZODBTASKS_REQUIRE_ZOPE'):
+    pytest.importorskip('Zope2', reason='needs Zope 5 (the zope extra)')
+
+import App.config as App  # noqa: E402
+from zodbtasks.zope import context  # noqa: E402
+from zodbtasks.zope import lifetime  # noqa: E402
 
 
 @pytest.fixture

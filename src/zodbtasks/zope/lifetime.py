@@ -119,7 +119,19 @@ def stopProcessors(seconds=None, why='the server stops'):
 
 def _handler(signum, frame):
     previous = _previous.get(signum, signal.SIG_DFL)
-    stopProcessors(why=signal.Signals(signum).name)
+    # The stopping happens in a thread of its own: the main thread may have
+    # been interrupted while it held a lock that stopping needs. It is
+    # waited for, but not for ever.
+    try:
+        seconds = grace()
+    except ValueError:
+        seconds = DEFAULT_GRACE
+    wait = seconds * max(1, len(threads.running())) + 5
+    stopper = threading.Thread(target=stopProcessors,
+                               kwargs={'why': signal.Signals(signum).name},
+                               name='zodbtasks stopping', daemon=True)
+    stopper.start()
+    stopper.join(wait)
     if callable(previous):
         return previous(signum, frame)
     if previous == signal.SIG_IGN:

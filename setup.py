@@ -46,7 +46,19 @@ TESTS_REQUIRE = [
     # A real Zope instance (tests/test_zope_instance.py) and its Python
     # Scripts, for restricted code.
     'Products.PythonScripts',
-] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE + ZOPE_REQUIRE
+] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE + ZOPE_REQUIRE + [
+    # For the originals' own tests (tests/test_originals.py): their setUp
+    # builds a zope.app site with a root folder and local site managers.
+    'zope.app.appsetup',
+    'zope.app.component',
+    'zope.app.folder',
+    'zope.app.publication',
+    'zope.app.testing',
+    'zope.container',
+    'zope.security',
+    'zope.site',
+    'zope.testing',
+]
 
 setup(
     name='zodbtasks',
@@ -77,10 +89,13 @@ setup(
         'transaction',
         'ZODB',
         'zope.component',
+        'zope.location',
         'zope.event',
         'zope.interface',
         'zodburi',
         'tzdata',
+        # The command line's tables and progress lines.
+        'rich >= 13',
     ],
     extras_require={
         'test': TESTS_REQUIRE,

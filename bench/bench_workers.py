@@ -62,8 +62,16 @@ def noop(service, jobid, input):
     return None
 
 
-# Worker processes import this module (--tasks bench_workers) to get 'noop'.
+def ledger(service, jobid, input):
+    """Append "jobid pid" to the file ``input``: who ran what, and how often."""
+    with open(input, 'a') as f:
+        f.write('%d %d\n' % (jobid, os.getpid()))
+
+
+# Worker processes import this module (--tasks bench_workers) to get 'noop'
+# and 'ledger'.
 zope.component.provideUtility(noop, ITask, name='noop')
+zope.component.provideUtility(ledger, ITask, name='ledger')
 
 
 def _makeHuey():
@@ -342,6 +350,15 @@ def main(argv=None):
                         help='comma-separated values of maxUnrecorded (the '
                         'crash window) to measure the FileStorage drain '
                         'with, e.g. 0,1,4,8,16,32,64')
+    parser.add_argument('--kills', type=int, default=0,
+                        help='also run a kill -9 storm over ZEO with this '
+                        'many kills (one every 0.4 s) at each --window value '
+                        '(default: the default window) and print the jobs '
+                        're-run per kill')
+    parser.add_argument('--baseline', metavar='SRC',
+                        help="a source tree (e.g. an older checkout's src) "
+                        'whose worker the storm also measures, in the same '
+                        'run, for comparison')
     parser.add_argument('--json', metavar='PATH',
                         help='also write the rows to PATH as JSON')
     args = parser.parse_args(argv)
@@ -351,6 +368,8 @@ def main(argv=None):
     try:
         if windows:
             _windowCurve(workdir, args, windows)
+        if args.kills:
+            _stormTable(workdir, args, windows)
         if not args.no_filestorage:
             rows.append(('FileStorage, 1 thread (in process)',) +
                         benchFileStorage(workdir, args.jobs, args.poll,
@@ -384,6 +403,8 @@ def main(argv=None):
                                  'drain': drain}
                                 for label, enqueued, total, drain in rows]},
                       f, indent=2)
+    if not rows:
+        return
     print()
     print('%d no-op jobs; each added in its own transaction ("jobs/s": '
           'enqueue to completed), or queued before the workers start '
@@ -441,6 +462,117 @@ def _windowCurve(workdir, args, windows):
     for window in windows:
         print('%8d  %9.0f  %7.2fx' % (window, rates[window],
                                       rates[window] / top))
+    print()
+
+
+def killStorm(workdir, jobs, kills, window=None, src=None, interval=0.4,
+              slots=3, warm=32, timeout=180):
+    """SIGKILL a ZEO worker every ``interval`` s, ``kills`` times, then drain
+    with a worker that is not killed. Return the jobs run more than once by
+    each killed worker, and whether every job completed.
+
+    A victim is a worker that has run ``warm`` jobs (so that it dies at full
+    speed); ``window`` is its --max-unrecorded (None: its default). ``src``
+    runs the workers from another source tree.
+    """
+    import collections
+    import ZEO
+    from zodbtasks._testing import Workers
+    from zodbtasks._testing import ZEOServer
+    name = 'storm-%s-%s' % (window, abs(hash(src)))
+    path = os.path.join(workdir, name + '.ledger')
+    open(path, 'w').close()
+    paths = [HERE] + ([src] if src else []) + [
+        p for p in [os.environ.get('PYTHONPATH')] if p]
+    env = {'PYTHONPATH': os.pathsep.join(paths)}
+
+    def runsBy():
+        counts = collections.Counter()
+        with open(path) as f:
+            for line in f:
+                if line.endswith('\n'):
+                    counts[int(line.split()[1])] += 1
+        return counts
+
+    with ZEOServer(os.path.join(workdir, name + '.fs')) as server:
+        db = ZEO.DB(server.address)
+        try:
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            with tm:
+                import zodbtasks
+                conn.root()['tasks'] = zodbtasks.TaskService()
+            for start in range(0, jobs, 500):
+                with tm:
+                    service = conn.root()['tasks']
+                    for _ in range(min(500, jobs - start)):
+                        service.add('ledger', path)
+            logDir = os.path.join(workdir, name + '-logs')
+            os.mkdir(logDir)
+            args = ['worker', '--db', server.uri, '--service', 'tasks',
+                    '--tasks', 'bench_workers', '--threads', '2',
+                    '--lease', '3', '--poll', '0.05']
+            if window is not None:
+                args += ['--max-unrecorded', str(window)]
+            killed = []
+            with Workers(logDir, env=env) as workers:
+                live = [workers.start(*args) for _ in range(slots)]
+                tick = time.monotonic()
+                while len(killed) < kills:
+                    tick += interval
+                    time.sleep(max(0.0, tick - time.monotonic()))
+                    waitUntil(lambda: any(runsBy()[p.pid] >= warm
+                                          for p in live), 60,
+                              'a worker running %d jobs' % warm)
+                    counts = runsBy()
+                    victim = next(p for p in live if counts[p.pid] >= warm)
+                    live.remove(victim)
+                    victim.kill()
+                    victim.wait(10)
+                    killed.append(victim.pid)
+                    live.append(workers.start(*args))
+                    tick = max(tick, time.monotonic() - interval / 2)
+                for victim in live:
+                    victim.kill()
+                    victim.wait(10)
+                    killed.append(victim.pid)
+                final = workers.start(*(args + ['--until-idle']))
+                final.wait(timeout)
+            runs = collections.defaultdict(list)
+            with open(path) as f:
+                for line in f:
+                    jobid, pid = map(int, line.split())
+                    runs[jobid].append(pid)
+            tm.begin()
+            service = conn.root()['tasks']
+            complete = (len(runs) == jobs and all(
+                service.getStatus(i) == 'completed' for i in runs))
+            tm.abort()
+            conn.close()
+        finally:
+            db.close()
+    lostBy = collections.Counter(pid for pids in runs.values()
+                                 for pid in pids[:-1])
+    return [lostBy.get(pid, 0) for pid in killed], complete
+
+
+def _stormTable(workdir, args, windows):
+    """Jobs re-run per kill at each window, and for --baseline's code."""
+    import statistics
+    print('kill -9 storm over ZEO: %d kills, one every 0.4 s, 2 threads per '
+          'worker, %d ledger jobs' % (args.kills, args.jobs))
+    print('%-24s  %9s  %9s  %9s  %s' % ('code, window', 'mean/kill',
+                                       'most/kill', 'all done', 'per kill'))
+    cases = [('this code, %s' % (w if w is not None else 'default'), w, None)
+             for w in (windows or [None])]
+    if args.baseline:
+        cases.append(('baseline (%s)' % args.baseline, None, args.baseline))
+    for label, window, src in cases:
+        perKill, complete = killStorm(workdir, args.jobs, args.kills,
+                                      window=window, src=src)
+        print('%-24s  %9.1f  %9d  %9s  %s' % (
+            label, statistics.mean(perKill), max(perKill),
+            'yes' if complete else 'NO', perKill))
     print()
 
 

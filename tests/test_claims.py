@@ -402,3 +402,129 @@ def test_a_retry_with_a_bad_delay_follows_the_job_policy(service):
     assert (job.status, job.scheduledFor) == ('retrying', 105)
     assert 'its Retry delay was refused' in job.error
     assert service.claimNextJob(now=106) == jobid
+
+
+# -- a worker whose view of the database lags ---------------------------------
+
+@pytest.fixture
+def lagging(tmp_path, tasks):
+    """Two connections to one FileStorage, with the job ``jobid`` claimed by
+    worker 'a' (lease of 3 s, from 0) through the first."""
+    import ZODB
+    import ZODB.FileStorage
+    import transaction
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
+    with db.transaction() as conn:
+        conn.root()['tasks'] = zodbtasks.TaskService()
+        conn.root()['tasks'].add('echo', 1, now=0)
+    pair = []
+    for _ in range(2):
+        tm = transaction.TransactionManager()
+        pair.append((db.open(transaction_manager=tm), tm))
+    yield db, pair
+    for conn, tm in pair:
+        tm.abort()
+        conn.close()
+    db.close()
+
+
+def _service(conn, tm):
+    tm.begin()
+    return conn.root()['tasks']
+
+
+@pytest.mark.parametrize('action', ['markStarted', 'heartbeat'])
+def test_a_lagging_worker_cannot_start_or_renew_a_claim_taken_from_it(
+        lagging, action):
+    import ZODB.POSException
+    db, [(a, tmA), (b, tmB)] = lagging
+    service = _service(a, tmA)
+    [jobid] = service.claimJobs(0, 1, 'a', lease=3, start=0)
+    token = service.jobs[jobid].lease.token
+    tmA.commit()
+    # Worker a's next transaction starts before worker b takes the expired
+    # claim: a still sees its lease.
+    stale = _service(a, tmA)
+    assert stale.jobs[jobid].lease.token == token
+    fresh = _service(b, tmB)
+    assert fresh.claimNextJob(now=10, worker='b', lease=3) == jobid
+    tmB.commit()
+    getattr(stale, action)(jobid, token, now=10)
+    with pytest.raises(ZODB.POSException.ConflictError):
+        tmA.commit()
+    tmA.abort()
+    with pytest.raises(LeaseLost):
+        getattr(_service(a, tmA), action)(jobid, token, now=10)
+    tmA.abort()
+    assert _service(b, tmB).jobs[jobid].lease.worker == 'b'
+
+
+def test_a_lagging_worker_cannot_take_a_lease_renewed_meanwhile(lagging):
+    import ZODB.POSException
+    db, [(a, tmA), (b, tmB)] = lagging
+    service = _service(a, tmA)
+    [jobid] = service.claimJobs(0, 1, 'a', lease=3, start=1)
+    tmA.commit()
+    token = _service(a, tmA).jobs[jobid].lease.token
+    tmA.abort()
+    # b looks before a renews, and claims after the old end.
+    stale = _service(b, tmB)
+    stale.jobs[jobid].lease.expires
+    _service(a, tmA).heartbeat(jobid, token, now=2, seconds=3)
+    tmA.commit()
+    assert stale.claimNextJob(now=4, worker='b') == jobid
+    with pytest.raises(ZODB.POSException.ConflictError):
+        tmB.commit()
+    tmB.abort()
+    # Seen afresh, the lease lasts until 5: nothing to claim, and a keeps it.
+    assert _service(b, tmB).claimNextJob(now=4, worker='b') is None
+    tmB.abort()
+    service = _service(a, tmA)
+    assert service.checkLease(jobid, token).expires == 5
+    assert service.jobs[jobid].lostLeases == 0
+
+
+def test_a_cancelled_run_cannot_be_renewed_from_a_lagging_view(lagging):
+    import ZODB.POSException
+    db, [(a, tmA), (b, tmB)] = lagging
+    service = _service(a, tmA)
+    [jobid] = service.claimJobs(0, 1, 'a', lease=3, start=1)
+    tmA.commit()
+    stale = _service(a, tmA)
+    token = stale.jobs[jobid].lease.token
+    _service(b, tmB).cancel(jobid, now=1)
+    tmB.commit()
+    stale.heartbeat(jobid, token, now=1)
+    with pytest.raises(ZODB.POSException.ConflictError):
+        tmA.commit()
+
+
+def test_a_worker_never_runs_a_claim_whose_lease_it_lost(stored):
+    from zodbtasks.heartbeats import Claim
+    ran = []
+    register('note', lambda service, jobid, input: ran.append(input))
+    [jobid] = add(stored, 'note', 1)
+    with opened(stored, commit=True) as service:
+        [jobid] = service.claimJobs(0, 1, 'w', lease=60, start=1)
+        token = service.jobs[jobid].lease.token
+    processor = SimpleProcessor(stored, ['app', 'tasks'], clock=lambda: 1)
+    claim = Claim(jobid, token, 60, 60)
+    processor._beats.lose(claim)
+    assert processor._runJob(claim) is None
+    assert ran == []
+    with opened(stored) as service:
+        assert service.getStatus(jobid) == 'processing'
+
+
+@pytest.mark.parametrize('most', [None, 3])
+def test_one_claim_recovers_every_expired_lease(service, most):
+    ids = [service.add('echo', n, now=0, maxLostLeases=most)
+           for n in range(3)]
+    assert sorted(service.claimJobs(0, 3, 'a', lease=3, start=3)) \
+        == sorted(ids)
+    first = service.claimNextJob(now=10, worker='b')
+    assert first in ids
+    # The other two lost leases were taken back by the same claim.
+    for jobid in set(ids) - {first}:
+        job = service.jobs[jobid]
+        assert (job.status, job.lostLeases, job.lease) == ('queued', 1, None)

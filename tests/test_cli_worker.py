@@ -88,7 +88,7 @@ def test_a_worker_runs_the_jobs_and_logs_each(fs, tmp_path, tasks):
     assert sorted(lines(ledger)) == sorted(str(i) for i in ids)
     for jobid in ids:
         assert re.search(r'INFO zodbtasks.jobs job %d append_id completed in '
-                         r'[\d.]+s \(attempt 1\)' % jobid, done.stderr)
+                         r'[\d.]+ s \(attempt 1\)' % jobid, done.stderr)
     assert re.search(r'worker stopped after [\d.]+s: 3 job\(s\) '
                      r'\(completed: 3\)', done.stderr)
     with Stored(fs) as root:
@@ -246,9 +246,17 @@ def test_a_database_that_cannot_be_named_is_refused(capsys, db, message):
 def test_a_database_that_cannot_be_opened_is_refused(capsys, tmp_path):
     code, err = errorOf(capsys, 'worker', '--db',
                         str(tmp_path / 'no' / 'dir' / 'Data.fs'),
-                        '--service', 'x')
+                        '--service', 'x', '--create')
     assert code == 1 and len(err) == 1
     assert err[0].startswith('zodbtasks worker: error: cannot open --db ')
+
+
+def test_a_mistyped_database_is_not_created(capsys, tmp_path):
+    code, err = errorOf(capsys, 'worker', '--db', str(tmp_path / 'Dta.fs'),
+                        '--service', 'x')
+    assert code == 1 and len(err) == 1
+    assert 'Dta.fs: no such file' in err[0]
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize('args, message', [

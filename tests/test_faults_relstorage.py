@@ -20,11 +20,11 @@ def tasks():
 
 def test_a_kill_storm_on_relstorage_loses_nothing_and_repeats_little(
         postgres, tmp_path):
-    """SIGKILL a worker every 0.4 s or so, 6 times, on RelStorage; see
+    """SIGKILL a worker every 0.4 s, 6 times, on RelStorage; see
     `test_faults.killStorm`."""
     from test_faults import killStorm
     db = openRelStorage(postgres.uri)
     try:
-        killStorm(db, postgres.uri, tmp_path, jobs=2500)
+        killStorm(db, postgres.uri, tmp_path, jobs=2500, drain=120)
     finally:
         db.close()

@@ -285,7 +285,7 @@ def test_the_largest_values_are_accepted_and_run(service, tasks):
 @pytest.mark.parametrize('now', [math.nan, 1e300, math.inf, -math.inf, -1,
                                  MAX_NOW + 1, 2 ** 64, 10 ** 400])
 def test_a_now_that_does_not_fit_is_refused_by_add(service, now):
-    service.add('echo', 'first', now=T0)    # sets the order counter
+    first = service.add('echo', 'first', now=T0)   # sets the order counter
     message = refused(service, ValueError,
                       lambda: service.add('echo', now=now), 'now')
     assert 'from 0 to %d (2148-09-25 UTC)' % MAX_NOW in message
@@ -295,8 +295,9 @@ def test_a_now_that_does_not_fit_is_refused_by_add(service, now):
             lambda: service.addCronJob('echo', minute=(1,), now=now), 'now')
     # The counter did not move: later adds go on in order.
     second = service.add('echo', 'second', now=T0)
-    assert service.process(now=T0) == 2
-    assert service.getResult(second) == 'second'
+    service.process(now=T0)
+    assert [service.getResult(i) for i in (first, second)] == [
+        'first', 'second']
 
 
 @pytest.mark.parametrize('now', ['soon', True, [], b'1', 1j,
@@ -335,7 +336,8 @@ def test_a_refused_call_does_not_even_upgrade_old_data(service):
         refused(service, ValueError, call)
     assert service._layout == 1
     still_works(service)
-    assert service._layout == 2
+    from zodbtasks.service import LAYOUT
+    assert service._layout == LAYOUT
 
 
 def test_a_bad_clock_is_refused_and_named(service):
@@ -382,7 +384,8 @@ def test_declared_options_that_do_not_fit_are_refused(service):
             lambda: service.add('declaring', now=T0), 'ttl')
     # A value given with the call replaces the declared one.
     jobid = service.add('declaring', 'x', now=T0, ttl=60)
-    assert service.process(now=T0) == 1
+    service.process(now=T0)
+    assert service.getStatus(jobid) == 'completed'
     assert service.jobs[jobid].expires == T0 + 60
 
 
@@ -638,8 +641,10 @@ SCHEDULES = {
 
 
 @settings(max_examples=200, deadline=datetime.timedelta(seconds=1),
-          # The tasks fixture registers the same tasks for every example.
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          # The tasks fixture registers the same tasks for every example;
+          # drawing them is slow on a loaded machine, and that is no fault.
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
 @given(st.data())
 def test_any_value_is_refused_cleanly_or_the_job_runs(tasks, data):
     kind = data.draw(st.sampled_from(sorted(SCHEDULES)), label='kind')

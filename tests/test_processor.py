@@ -1,5 +1,7 @@
 """Processors claim jobs in one transaction and run them in the next."""
 import contextlib
+import logging
+import re
 import random
 import threading
 
@@ -617,9 +619,45 @@ def test_the_path_of_a_service_is_found_or_given(stored):
                                          timeout=WAIT)
 
 
-def test_a_service_outside_a_database_cannot_be_processed():
+def test_a_service_outside_a_database_is_not_processed(caplog):
+    service = zodbtasks.TaskService()
+    # As in z3c.taskqueue, the service's methods do nothing (with a warning
+    # for a start) ...
+    with caplog.at_level(logging.WARNING, 'zodbtasks'):
+        assert service.startProcessing() is None
+    assert 'not stored in a database' in caplog.text
+    assert not service.isProcessing()
+    assert service.stopProcessing() is None
+    assert processing.running() == []
+    # ... and the module's function, asked for a thread, says why not.
     with pytest.raises(ValueError, match='not stored in a database'):
-        zodbtasks.TaskService().startProcessing()
+        processing.startProcessing(service)
+    assert not processing.isProcessing(service)
+    assert processing.stopProcessing(service)
+
+
+def test_a_line_per_job_is_logged_only_when_asked(stored, ran, caplog):
+    add(stored, 'note', 'quiet', 'loud')
+    with caplog.at_level(logging.DEBUG, 'zodbtasks'):
+        # By default, as the reference processors: nothing per job.
+        assert SimpleProcessor(stored, 'app/tasks').processNext()
+        assert not [r for r in caplog.records if r.name == 'zodbtasks.jobs']
+        assert SimpleProcessor(stored, 'app/tasks', logJobs=True).processNext()
+    assert ran == ['quiet', 'loud']
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == 'zodbtasks.jobs']
+    assert len(lines) == 1 and ' note completed in ' in lines[0], lines
+
+
+def test_the_multi_processor_shows_its_threads(stored, stopper):
+    proc = MultiProcessor(stored, 'app/tasks', waitTime=0.01, maxThreads=3)
+    assert proc.threads == []
+    thread = start(stopper, proc)
+    waitFor(lambda: len(proc.threads) == 3, WAIT, 'the pool starting')
+    assert all(t.is_alive() for t in proc.threads)
+    proc.stop()
+    thread.join(WAIT)
+    assert proc.threads == []
 
 
 def test_each_step_uses_the_thread_transaction_manager(stored, ran):
@@ -1214,3 +1252,22 @@ def test_a_paused_service_is_quiet_until_resumed(fileDB, ran):
         service.resume(now=1000)
     assert proc.processNext()
     assert ran == ['waits']
+
+
+def test_a_failed_run_says_how_long_it_took_and_whether_it_retries(
+        stored, caplog):
+    def boom(service, jobid, input):
+        raise zodbtasks.TaskError('no luck')
+    register('boom', boom)
+    add(stored, 'boom', 1, retries=1, retryDelay=0)
+    processor = SimpleProcessor(stored, 'app/tasks', logJobs=True)
+    with caplog.at_level(logging.INFO, 'zodbtasks.jobs'):
+        assert processor.processNext()
+        assert processor.processNext()
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == 'zodbtasks.jobs']
+    assert len(lines) == 2, lines
+    assert re.search(r' boom failed after \d+\.\d{3} s, retrying \(attempt '
+                     r'1\): no luck$', lines[0]), lines
+    assert re.search(r' boom failed after \d+\.\d{3} s \(attempt 2\): '
+                     r'no luck$', lines[1]), lines

@@ -1,4 +1,5 @@
 """The service's contract: queueing, running, statuses, errors and bad input."""
+import logging
 import pickle
 import random
 import threading
@@ -12,6 +13,7 @@ from zope.interface.verify import verifyObject
 
 import zodbtasks
 from zodbtasks import interfaces
+from zodbtasks._testing import waitFor
 from zodbtasks.service import MAX_JOB_ID
 
 
@@ -27,7 +29,7 @@ def test_service_and_jobs_provide_their_interfaces(service):
 def test_jobs_run_in_the_order_they_were_added(service, tasks):
     service.clock = lambda: 1000.0   # a clock that stands still
     ids = [service.add('echo', n) for n in range(20)]
-    assert service.process(now=1000) == 20
+    assert service.process(now=1000) is None      # as in z3c.taskqueue
     assert [input for _, input in tasks] == list(range(20))
     assert [service.getResult(i) for i in ids] == list(range(20))
 
@@ -195,12 +197,16 @@ def test_start_later(service):
     jobid = service.add('echo', 'x', startLater=True)
     assert service.getStatus(jobid) == 'start later'
     assert not service.processNext(now=0)
-    assert service.startJob(jobid)
+    assert service.startJob(jobid) is True
     assert service.getStatus(jobid) == 'queued'
-    with pytest.raises(ValueError, match="'queued'.*not waiting to start"):
-        service.startJob(jobid)
+    # As in z3c.taskqueue: a job not waiting to start is left alone.
+    assert service.startJob(jobid) is False
+    assert service.getStatus(jobid) == 'queued'
     assert service.processNext(now=0)
     assert service.getStatus(jobid) == 'completed'
+    assert service.startJob(jobid) is False
+    assert service.getStatus(jobid) == 'completed'
+    assert not service.processNext(now=0)
 
 
 def test_start_later_for_a_cron_job(service):
@@ -297,7 +303,7 @@ def test_a_late_tick_runs_a_cron_job_once_and_schedules_after_now(service,
                                                                   tasks):
     service.addCronJob('echo', minute=(0, 30))
     service.processNext(now=0)
-    assert service.process(now=10 * 3600 + 5) == 1
+    service.process(now=10 * 3600 + 5)
     assert len(tasks) == 1
     assert not service.hasJobsWaiting(now=10 * 3600 + 1799)
     assert service.hasJobsWaiting(now=10 * 3600 + 1800)
@@ -409,7 +415,9 @@ def test_two_connections_adding_jobs_at_once_do_not_conflict(tmp_path, tasks):
         assert len(service.jobs) == 700
         assert [service.getStatus(i) for i in ids] == [
             'queued', 'queued', 'cronjob', 'cronjob']
-        assert service.process(now=0) == 600
+        service.process(now=0)
+        assert sorted(job.status for job in service.jobs.values()).count(
+            'completed') == 600
     db.close()
 
 
@@ -430,3 +438,147 @@ def test_an_index_entry_that_its_job_disowns_is_dropped_not_run(service):
     assert service.jobs[first].attempts == 1
     assert (n << 59) + 1 not in lane
     assert 5 not in service._scheduled
+
+
+# -- as the reference packages had it ------------------------------------------
+
+def test_a_zope_container_stores_the_service_itself(db, service):
+    from zope.container.sample import SampleContainer
+    from zope.location.interfaces import IContained
+    from zope.proxy import isProxy
+    assert interfaces.ITaskService.extends(IContained)
+    folder = SampleContainer()
+    folder['tasks'] = service
+    # No ContainedProxy: the folder holds the service, which knows its place.
+    assert folder['tasks'] is service and not isProxy(folder['tasks'])
+    assert (service.__parent__, service.__name__) == (folder, 'tasks')
+
+
+def test_a_contained_service_starts_and_stops_its_thread(db, tasks, caplog):
+    from zope.container.btree import BTreeContainer
+    from zodbtasks import threads
+    with db.transaction() as conn:
+        conn.root()['Application'] = app = BTreeContainer()
+        app['site'] = BTreeContainer()
+        app['site']['tasks'] = zodbtasks.TaskService()
+        jobid = app['site']['tasks'].add('echo', 'in a thread')
+    conn = db.open()
+    try:
+        service = conn.root()['Application']['site']['tasks']
+        service.processorArguments = {'waitTime': 0.01}   # this copy only
+        assert not service.isProcessing()
+        with caplog.at_level(logging.INFO, 'zodbtasks'):
+            assert service.startProcessing() is None
+            assert service.isProcessing()
+            # The thread is named as the reference packages named it.
+            assert [t.name for t in threading.enumerate()
+                    if t.name.startswith('remotetasks.')] == [
+                        'remotetasks.site.tasks']
+            waitFor(lambda: tasks == [('echo', 'in a thread')], 30,
+                    'the job running')
+            service.stopProcessing()
+        assert not service.isProcessing()
+        assert threads.running() == []
+        assert [(r.name, r.getMessage()) for r in caplog.records
+                if r.name == 'zodbtasks'] == [
+                    ('zodbtasks', 'starting service site.tasks'),
+                    ('zodbtasks', 'stopping service site.tasks')]
+        # Stopping again does nothing, and says nothing.
+        caplog.clear()
+        assert service.stopProcessing() is None
+        assert not caplog.records
+    finally:
+        threads.stopAll(30)
+        transaction.abort()
+        conn.close()
+    with db.transaction() as conn:
+        assert conn.root()['Application']['site']['tasks'].getStatus(
+            jobid) == 'completed'
+
+
+def test_the_processor_factory_defaults_to_the_simple_processor(db):
+    from zodbtasks.processor import MultiProcessor
+    from zodbtasks.processor import SimpleProcessor
+    service = zodbtasks.TaskService()
+    assert service.processorFactory is SimpleProcessor
+    assert zodbtasks.TaskService.processorFactory is SimpleProcessor
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service
+        service.processorFactory = MultiProcessor
+    with db.transaction() as conn:
+        stored = conn.root()['tasks']
+        assert stored.processorFactory is MultiProcessor
+        with pytest.raises(TypeError, match="processorFactory.*'Multi'"):
+            stored.processorFactory = 'Multi'
+        assert stored.processorFactory is MultiProcessor
+        stored.processorFactory = None          # back to the default
+    with db.transaction() as conn:
+        assert conn.root()['tasks'].processorFactory is SimpleProcessor
+        assert 'processorFactory' not in conn.root()['tasks'].__dict__
+
+
+def test_the_service_module_does_not_import_the_processor():
+    import subprocess
+    import sys
+    code = ('import sys, zodbtasks, zodbtasks.service\n'
+            'print(sorted(m for m in sys.modules if m in ('
+            '"zodbtasks.processor", "zodbtasks.threads")))\n'
+            'zodbtasks.TaskService().processorFactory\n'
+            'print(sorted(m for m in sys.modules if m in ('
+            '"zodbtasks.processor", "zodbtasks.threads")))\n')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split('\n')[:2] == [
+        '[]', "['zodbtasks.processor', 'zodbtasks.threads']"]
+
+
+def test_start_job_on_a_job_not_waiting_writes_nothing(service):
+    queued = service.add('echo', now=0)
+    later = service.add('echo', startLater=True, now=0)
+    service._layout = 1             # data of an older layout ...
+    assert service.startJob(queued, now=0) is False
+    assert service._layout == 1     # ... not even upgraded by the question
+    assert service.startJob(later, now=0) is True
+    assert service._layout != 1
+    with pytest.raises(KeyError, match='12345'):
+        service.startJob(12345)
+    with pytest.raises(ValueError, match='now'):
+        service.startJob(queued, now=-1)
+
+
+# -- zodbtasks.testing ---------------------------------------------------------
+
+def test_the_stub_service_runs_only_stub_tasks_with_ids_in_sequence(tasks):
+    from zodbtasks import testing
+    stub = testing.TaskServiceStub()
+    assert verifyObject(interfaces.ITaskService, stub)
+    assert stub.getAvailableTasks() == {}        # the real tasks are unseen
+    with pytest.raises(ValueError, match='^Task does not exist$'):
+        stub.add('echo')
+    zope.component.provideUtility(zodbtasks.SimpleTask(lambda input: input),
+                                  testing.ITaskStub, name='echo')
+    zope.component.provideUtility(testing.ExceptionTask('no luck'),
+                                  testing.ITaskStub, name='boom')
+    assert sorted(stub.getAvailableTasks()) == ['boom', 'echo']
+    first, second = stub.add('echo', 'a', now=0), stub.add('boom', now=0)
+    assert (first, second) == (1, 2)
+    stub.cancel(404)                             # unknown: nothing happens
+    stub.process(now=0)
+    assert stub.getResult(first) == 'a'
+    assert stub.getStatus(second) == 'error'
+    assert stub.getError(second) == 'Exception: no luck'
+    assert tasks == []                           # the real echo never ran
+    assert stub.add('echo', now=0) == 3
+
+
+def test_the_exception_task_raises_what_it_was_given():
+    from zodbtasks import testing
+    with pytest.raises(Exception, match='^An error occurred.$'):
+        testing.ExceptionTask()(None, 1, None)
+    with pytest.raises(KeyError, match='gone'):
+        testing.ExceptionTask('gone', KeyError)(None, 1, None)
+    with pytest.raises(TypeError, match='Exception subclass.*42'):
+        testing.ExceptionTask('x', 42)
+    with pytest.raises(TypeError, match='message.*str.*None'):
+        testing.ExceptionTask(None)

@@ -50,6 +50,7 @@ PASSWORD = 'pw-for-tests'
 
 TASKS_MODULE = '''
 """Tasks of the test instance, registered in its ZCML."""
+import time
 
 import zodbtasks
 from AccessControl import getSecurityManager

@@ -20,6 +20,10 @@ from zodbtasks.task import SimpleTask
 from zodbtasks.task import Retry
 from zodbtasks.task import TaskError
 
+#: The application's database once it opened (or `startup.storeDBReference`
+#: was called), as z3c.taskqueue kept it; see `startup.getDatabase`.
+GLOBALDB = None
+
 __all__ = [
     'CANCELLED', 'COMPLETED', 'CRONJOB', 'DELAYED', 'ERROR', 'PROCESSING',
     'QUEUED', 'STARTLATER', 'ICronJob', 'IJob', 'ITask', 'ITaskService',

@@ -75,8 +75,17 @@ class ShardedMapping(persistent.Persistent):
         for shard in self._shards:
             yield from shard.values()
 
-    def items(self):
-        for shard in self._shards:
+    def items(self, min=None):
+        """(key, value) in key order, from ``min`` on if it is given."""
+        if min is None:
+            for shard in self._shards:
+                yield from shard.items()
+            return
+        first = min >> self._shift
+        if first >= len(self._shards):
+            return
+        yield from self._shards[first].items(min=min)
+        for shard in self._shards[first + 1:]:
             yield from shard.items()
 
     def __repr__(self):

@@ -1,25 +1,47 @@
-"""The operator's subcommands of ``zodbtasks``: look at a service and act on it.
+"""The operator's subcommands of ``zodbtasks``: look at a service, act on it.
 
-Each command opens the database, reads or changes the service in one
-transaction, and prints a table for a person or, with ``--json``, a document
-for a script. Bad input ends the command with a one-line reason and a
-non-zero exit status; nothing is written then.
+Commands that only read (``status``, ``jobs``, ``show``, ``next``) open a
+FileStorage read-only: they need no lock, work beside a running worker or
+``zodbtasks serve``, and see what was committed before they opened.
+Commands that write open it for writing, or connect through the socket of
+the ``zodbtasks serve`` that owns the file (see `zodbtasks.connect`).
+
+Each command prints tables for a person or, with ``--json``, a document for
+a script. Bad input ends the command with a one-line reason and exit status
+1; nothing is written then. Bulk changes (``requeue``, ``clean``) commit in
+batches, so that no transaction grows with the size of the service.
 """
+import argparse
 import datetime
 import importlib
 import json
 import logging
+import os
+import re
 import sys
 import time
 
 import transaction
+import zope.component
+from transaction.interfaces import TransientError
 
+from zodbtasks import connect
 from zodbtasks import interfaces
+from zodbtasks.connect import UsageError
+from zodbtasks.display import cut
+from zodbtasks.display import duration
+from zodbtasks.display import in_zone
+from zodbtasks.display import log_without_tracebacks
+from zodbtasks.display import moment
+from zodbtasks.display import table
+from zodbtasks.display import user_traceback
 from zodbtasks.job import MAX_DURATION
 from zodbtasks.job import MAX_NOW
 from zodbtasks.job import CronJob
 from zodbtasks.job import checkDuration
 from zodbtasks.job import checkMoment
+
+log = logging.getLogger('zodbtasks.admin')
 
 #: Fields of a job shown by ``show`` and ``--json``, in order.
 JOB_FIELDS = (
@@ -30,43 +52,16 @@ CRON_FIELDS = (
     'cron', 'timezone', 'minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek',
     'second', 'interval', 'start', 'end', 'delay', 'runs', 'missedRuns',
     'lastMissed', 'misfire', 'overlap', 'maxRuns')
+TIME_FIELDS = ('created', 'started', 'completed', 'scheduledFor', 'expires',
+               'start', 'end')
 
-
-def _usage(message):
-    from zodbtasks.cli import UsageError
-    return UsageError(message)
+#: Jobs changed per transaction by ``requeue`` and ``clean``.
+BATCH = 500
 
 
 def iso(t):
-    """A time in seconds as an ISO 8601 UTC string, or '-'."""
-    if t is None:
-        return '-'
-    return datetime.datetime.fromtimestamp(
-        t, datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S')
-
-
-def duration(seconds):
-    """A readable length of time: 45s, 12m05s, 3h02m, 2d04h."""
-    seconds = int(seconds)
-    if seconds < 60:
-        return '%ds' % seconds
-    if seconds < 3600:
-        return '%dm%02ds' % divmod(seconds, 60)
-    if seconds < 86400:
-        return '%dh%02dm' % (seconds // 3600, seconds % 3600 // 60)
-    return '%dd%02dh' % (seconds // 86400, seconds % 86400 // 3600)
-
-
-def table(rows, headers, out):
-    """Print ``rows`` under ``headers`` in aligned columns."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows])
-              for i, h in enumerate(headers)]
-    line = '  '.join('%%-%ds' % w for w in widths)
-    print((line % tuple(headers)).rstrip(), file=out)
-    print('  '.join('-' * w for w in widths), file=out)
-    for row in rows:
-        print((line % tuple(row)).rstrip(), file=out)
+    """A time in seconds as ``YYYY-MM-DD HH:MM:SS UTC``, or '-'."""
+    return moment(t)
 
 
 def plain(value):
@@ -91,40 +86,50 @@ def describe(job):
     return found
 
 
-# -- opening the service --------------------------------------------------------
+# -- opening the service ------------------------------------------------------
+
+def importTasks(names):
+    """Import the task modules, from the working directory too."""
+    if os.getcwd() not in sys.path and '' not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names or ():
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            raise UsageError('cannot import task module %s: %s: %s'
+                             % (name, type(error).__name__, error))
+
 
 class Session:
-    """The service at a path, in a connection and transaction of our own."""
+    """The service at a path, in a connection and transaction of our own.
 
-    def __init__(self, args):
-        from zodbtasks.cli import findService
-        from zodbtasks.cli import openDatabase
-        for name in getattr(args, 'tasks', None) or ():
-            try:
-                importlib.import_module(name)
-            except Exception as error:
-                raise _usage('cannot import task module %s: %s: %s'
-                             % (name, type(error).__name__, error))
+    ``write=False`` opens a FileStorage read-only.
+    """
+
+    def __init__(self, args, write=False):
+        from zodbtasks.paths import traverse
+        importTasks(getattr(args, 'tasks', None))
+        create = write and getattr(args, 'create', False)
+        self.db = connect.open_or_explain(args.db, read_only=not write,
+                                          create=create)
         try:
-            self.db = openDatabase(args.db)
-        except Exception as error:
-            if type(error).__name__ == 'UsageError':
-                raise
-            raise _usage('cannot open --db %s: %s: %s'
-                         % (args.db, type(error).__name__, error))
-        try:
-            keys = findService(self.db, args.service)
+            self.keys = connect.find_service(self.db, args.service,
+                                             create=create)
         except BaseException:
             self.db.close()
             raise
-        from zodbtasks.processor import traverse
         self.tm = transaction.TransactionManager()
         self.conn = self.db.open(transaction_manager=self.tm)
         self.tm.begin()
-        self.service = traverse(self.conn.root(), keys)
+        self.service = traverse(self.conn.root(), self.keys)
 
     def commit(self):
         self.tm.commit()
+
+    def fresh(self):
+        """The service, in a new transaction (after a commit or abort)."""
+        self.tm.begin()
+        return self.service
 
     def close(self):
         self.tm.abort()
@@ -134,41 +139,88 @@ class Session:
 
 def _withService(action, write=False):
     def command(args):
-        session = Session(args)
+        session = Session(args, write)
         try:
-            code = action(session.service, args, sys.stdout)
-            if write:
+            code = action(session.service, args, sys.stdout) \
+                if not getattr(action, 'batched', False) \
+                else action(session, args, sys.stdout)
+            if write and not getattr(action, 'batched', False):
                 session.commit()
             return code or 0
         finally:
             session.close()
+    command.writes = write
     return command
+
+
+def _batched(action):
+    action.batched = True
+    return action
 
 
 def _job(service, jobid):
     try:
         jobid = int(jobid)
     except ValueError:
-        raise _usage('job ids are whole numbers, not %r' % jobid)
+        raise UsageError('job ids are whole numbers, not %r' % jobid)
     try:
         return service.jobs[jobid]
     except (KeyError, IndexError):
-        raise _usage('no job %s in this service' % jobid)
+        raise UsageError('no job %s in this service' % jobid)
 
 
 def _now(args):
     return args.now if getattr(args, 'now', None) is not None else time.time()
 
 
-# -- commands -------------------------------------------------------------------
+def _dump(value, out):
+    json.dump(value, out, indent=2, sort_keys=True)
+    print(file=out)
+
+
+# -- looking ------------------------------------------------------------------
 
 def status(service, args, out):
     now = _now(args)
+    report, counts, rows = _survey(service, now, args.limit)
+    if args.json:
+        _dump(report, out)
+        return 0
+    print('service at /%s%s, %s' % (
+        args.service.strip('/'), ' (PAUSED: workers claim nothing)'
+        if service.paused else '', moment(now)), file=out)
+    table([[s, counts[s]] for s in interfaces.STATUSES],
+          ['status', 'jobs'], out, right=('jobs',))
+    oldest = report['oldestQueued']
+    if oldest is not None:
+        print('\noldest queued job: %s (%s), waiting %s' % (
+            oldest['id'], oldest['task'], duration(oldest['waiting'])),
+            file=out)
+    overdue, expired, upcoming = rows
+    for title, rows, headers in [
+            ('overdue', [[j.id, j.task, moment(j.scheduledFor),
+                          duration(late)] for late, j in overdue],
+             ['id', 'task', 'due', 'late by']),
+            ('held under expired leases',
+             [[j.id, j.task, j.lease.worker, duration(late)]
+              for late, j in expired],
+             ['id', 'task', 'worker', 'expired for']),
+            ('next cron runs', [[j.id, j.task, in_zone(due, j.timezone),
+                                 'in ' + duration(due - now)]
+                                for due, j in upcoming],
+             ['id', 'task', 'due', 'when'])]:
+        print('\n%s: %s' % (title, len(rows) or 'none'), file=out)
+        if rows:
+            table(rows, headers, out)
+    return 0
+
+
+def _survey(service, now, limit):
+    """What ``status`` reports: (the JSON report, the counts, and the rows
+    of its sections: overdue, under expired leases, next runs)."""
     counts = {s: 0 for s in interfaces.STATUSES}
     oldest = None
-    overdue = []
-    expired = []
-    upcoming = []
+    overdue, expired, upcoming = [], [], []
     for job in service.jobs.values():
         counts[job.status] = counts.get(job.status, 0) + 1
         if job.status == interfaces.QUEUED:
@@ -185,8 +237,9 @@ def status(service, args, out):
         if job.status == interfaces.PROCESSING and lease is not None \
                 and lease.expires <= now:
             expired.append((now - lease.expires, job))
-    overdue.sort(key=lambda item: -item[0])
-    upcoming.sort(key=lambda item: item[0])
+    overdue = sorted(overdue, key=lambda item: -item[0])[:limit]
+    expired = expired[:limit]
+    upcoming = sorted(upcoming, key=lambda item: item[0])[:limit]
     report = {
         'now': now, 'paused': service.paused,
         'counts': {s: n for s, n in counts.items() if n},
@@ -194,52 +247,28 @@ def status(service, args, out):
             'id': oldest.id, 'task': oldest.task, 'created': oldest.created,
             'waiting': now - (oldest.created or now)},
         'overdue': [{'id': j.id, 'task': j.task, 'due': j.scheduledFor,
-                     'late': late} for late, j in overdue[:args.limit]],
+                     'late': late} for late, j in overdue],
         'expiredLeases': [{'id': j.id, 'task': j.task,
                            'worker': j.lease.worker, 'expired': late}
-                          for late, j in expired[:args.limit]],
-        'nextRuns': [{'id': j.id, 'task': j.task, 'due': due}
-                     for due, j in upcoming[:args.limit]],
+                          for late, j in expired],
+        'nextRuns': [{'id': j.id, 'task': j.task, 'due': due,
+                      'timezone': j.timezone} for due, j in upcoming],
     }
-    if args.json:
-        json.dump(report, out, indent=2, sort_keys=True)
-        print(file=out)
-        return 0
-    print('service at /%s%s, %s UTC' % (
-        args.service.strip('/'), ' (PAUSED)' if service.paused else '',
-        iso(now)), file=out)
-    table([[s, counts[s]] for s in interfaces.STATUSES],
-          ['status', 'jobs'], out)
-    if oldest is not None:
-        print('\noldest queued job: %s (%s), waiting %s' % (
-            oldest.id, oldest.task, duration(now - (oldest.created or now))),
-            file=out)
-    for title, rows, headers in [
-            ('overdue', [[j.id, j.task, iso(j.scheduledFor), duration(late)]
-                         for late, j in overdue[:args.limit]],
-             ['id', 'task', 'due', 'late by']),
-            ('held under expired leases',
-             [[j.id, j.task, j.lease.worker, duration(late)]
-              for late, j in expired[:args.limit]],
-             ['id', 'task', 'worker', 'expired for']),
-            ('next cron runs', [[j.id, j.task, iso(due),
-                                 'in ' + duration(due - now)]
-                                for due, j in upcoming[:args.limit]],
-             ['id', 'task', 'due', 'when'])]:
-        print('\n%s: %s' % (title, len(rows) or 'none'), file=out)
-        if rows:
-            table(rows, headers, out)
-    return 0
+    return report, counts, (overdue, expired, upcoming)
 
 
 def _repeats(job):
     return isinstance(job, CronJob) and job.delay is None
 
 
+def _checkStatus(name, accepted=interfaces.STATUSES):
+    if name is not None and name not in accepted:
+        raise UsageError('unknown status %r; statuses are %s' % (
+            name, ', '.join(accepted)))
+
+
 def jobs(service, args, out):
-    if args.status and args.status not in interfaces.STATUSES:
-        raise _usage('unknown status %r; statuses are %s' % (
-            args.status, ', '.join(interfaces.STATUSES)))
+    _checkStatus(args.status)
     found = []
     for job in service.jobs.values():
         if args.status and job.status != args.status:
@@ -255,10 +284,11 @@ def jobs(service, args, out):
             'error')} for j in found], out, indent=2)
         print(file=out)
         return 0
-    table([[j.id, j.task, j.status, iso(j.created), iso(j.scheduledFor),
-            j.attempts, (j.error or '')[:60]] for j in found],
+    table([[j.id, cut(j.task, 40), j.status, moment(j.created),
+            moment(j.scheduledFor), j.attempts, cut(j.error, 60)]
+           for j in found],
           ['id', 'task', 'status', 'created', 'due', 'attempts', 'error'],
-          out)
+          out, right=('id', 'attempts'))
     return 0
 
 
@@ -266,30 +296,44 @@ def show(service, args, out):
     job = _job(service, args.jobid)
     found = describe(job)
     if args.json:
-        json.dump(found, out, indent=2, sort_keys=True)
-        print(file=out)
+        _dump(found, out)
         return 0
+    zone = getattr(job, 'timezone', None)
     for name, value in found.items():
-        if name in ('log', 'traceback') or value in (None, (), [], False) \
-                and name not in ('status',):
+        if name in ('log', 'traceback', 'failures') \
+                or value in (None, (), [], False) and name != 'status':
             continue
-        if name in ('created', 'started', 'completed', 'scheduledFor',
-                    'expires', 'start', 'end'):
-            value = '%s UTC (%s)' % (iso(value), value)
+        if name in TIME_FIELDS:
+            value = in_zone(value, zone)
+        elif name == 'lease':
+            value = '%s, until %s' % (value['worker'],
+                                      in_zone(value['expires'], zone))
+        else:
+            value = cut(value if isinstance(value, str) else
+                        json.dumps(value), 100)
         print('%-13s %s' % (name, value), file=out)
     if _repeats(job):
         from zodbtasks.schedule import next_times
         times = next_times(job.schedule, _now(args), 5)
-        print('next runs     %s' % ', '.join(iso(t) for t in times), file=out)
-    if job.log:
+        print('next runs     %s' % ('\n              '.join(
+            in_zone(t, zone) for t in times) or 'none'), file=out)
+    if job.failures:
+        print('\nfailures (latest last):', file=out)
+        table([[moment(t), cut(message, 100)] for t, message in job.failures],
+              ['when', 'error'], out)
+    lines = log_without_tracebacks(job.log)
+    if lines:
         print('\nlog:', file=out)
-        for line in job.log:
+        for line in lines:
             print('  ' + line, file=out)
     if job.traceback:
-        print('\ntraceback:', file=out)
-        print(job.traceback.rstrip(), file=out)
+        print('\ntraceback of the latest failure (without zodbtasks\' own '
+              'frames):', file=out)
+        print(user_traceback(job.traceback), file=out)
     return 0
 
+
+# -- adding -------------------------------------------------------------------
 
 def _input(args):
     if args.input is None:
@@ -297,60 +341,162 @@ def _input(args):
     try:
         return json.loads(args.input)
     except ValueError as error:
-        raise _usage('--input is not JSON: %s' % error)
+        raise UsageError('--input is not JSON: %s' % error)
+
+
+#: Command-line options of add and cron, and the job options they set.
+JOB_OPTION_FLAGS = {
+    'retries': 'retries', 'retry_delay': 'retryDelay',
+    'retry_backoff': 'retryBackoff', 'retry_max_delay': 'retryMaxDelay',
+    'ttl': 'ttl', 'lease': 'leaseSeconds', 'timeout': 'timeout',
+    'at_most_once': 'atMostOnce', 'queue': 'queue'}
+CRON_OPTION_FLAGS = {
+    'misfire': 'misfire', 'misfire_grace': 'misfireGrace',
+    'catch_up': 'catchUp', 'overlap': 'overlap', 'max_runs': 'maxRuns'}
+
+
+def _options(args, flags):
+    options = {}
+    for flag, name in flags.items():
+        value = getattr(args, flag, None)
+        if value is not None and value is not False:
+            options[name] = value
+    return options
+
+
+class _UncheckedTask:
+    """Stands for a task this command does not know, so that ``add`` can
+    store its name for workers that do (see `_knownTask`)."""
+
+    def __call__(self, service, jobid, input):   # pragma: no cover
+        raise RuntimeError('an unchecked task name is never run here')
+
+
+def _knownTask(service, name):
+    """Register a stand-in for ``name`` when no task is registered at all.
+
+    With task modules loaded (``--tasks``) the name is checked against
+    them. Without any, the command cannot check it: it warns, and the name
+    is stored as given. Returns a function that undoes the registration.
+    """
+    if service.getAvailableTasks() or _importable(name):
+        return lambda: None
+    log.warning('no task modules are loaded (--tasks MODULE): the task '
+                'name %r is stored unchecked, and defaults that the task '
+                'declares are not applied', name)
+    stand_in = _UncheckedTask()
+    sm = zope.component.getGlobalSiteManager()
+    sm.registerUtility(stand_in, service.taskInterface, name)
+    return lambda: sm.unregisterUtility(stand_in, service.taskInterface, name)
+
+
+def _importable(dotted):
+    module, _, name = dotted.rpartition('.')
+    if not module:
+        return False
+    try:
+        return callable(getattr(importlib.import_module(module), name, None))
+    except Exception:
+        return False
+
+
+def _adding(service, args, call):
+    undo = _knownTask(service, args.task)
+    try:
+        return call()
+    except TypeError as error:
+        if 'queue' in str(error) and getattr(args, 'queue', None):
+            raise UsageError('--queue %s: this service has no queues to '
+                             'route jobs to (%s)' % (args.queue, error))
+        raise UsageError(str(error))
+    except ValueError as error:
+        raise UsageError(str(error))
+    finally:
+        undo()
 
 
 def add(service, args, out):
-    try:
-        if args.delay is None:
-            jobid = service.add(args.task, _input(args), now=_now(args))
-        else:
-            jobid = service.addCronJob(args.task, _input(args),
-                                       delay=args.delay, now=_now(args))
-    except (ValueError, TypeError) as error:
-        raise _usage(str(error))
+    options = _options(args, JOB_OPTION_FLAGS)
+    if args.delay is None:
+        jobid = _adding(service, args, lambda: service.add(
+            args.task, _input(args), startLater=args.start_later,
+            now=_now(args), **options))
+    else:
+        jobid = _adding(service, args, lambda: service.addCronJob(
+            args.task, _input(args), delay=args.delay,
+            startLater=args.start_later, now=_now(args), **options))
     return _added(service, jobid, args, out)
 
 
+#: Schedule fields of ``cron``: (option, keyword, what the numbers mean).
+FIELDS = [
+    ('minute', 'minute', '0-59'),
+    ('hour', 'hour', '0-23'),
+    ('day_of_month', 'dayOfMonth', '1-31'),
+    ('month', 'month', '1-12'),
+    ('day_of_week', 'dayOfWeek', '0 = Monday ... 6 = Sunday, as Python\'s '
+     'weekday(); unlike --cron, where 0 and 7 are Sunday'),
+    ('second', 'second', '0-59'),
+]
+
+
 def cron(service, args, out):
-    fields = {}
-    for name in ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek'):
-        text = getattr(args, name)
+    schedule = {}
+    for flag, name, _ in FIELDS:
+        text = getattr(args, flag)
         if text is not None:
             try:
-                fields[name] = tuple(int(v) for v in text.split(','))
+                schedule[name] = tuple(int(v) for v in text.split(','))
             except ValueError:
-                raise _usage('--%s takes numbers separated by commas, not %r'
-                             % (name, text))
-    if args.cron is None and not fields:
-        raise _usage('give --cron EXPR or at least one of --minute, --hour, '
-                     '--dayOfMonth, --month, --dayOfWeek')
-    try:
-        jobid = service.addCronJob(args.task, _input(args), cron=args.cron,
-                                   timezone=args.timezone, now=_now(args),
-                                   **fields)
-    except (ValueError, TypeError) as error:
-        raise _usage(str(error))
+                raise UsageError('--%s takes numbers separated by commas, '
+                                 'not %r' % (flag.replace('_', '-'), text))
+    if args.cron is None and args.interval is None and not schedule:
+        raise UsageError('give --cron EXPR, --interval SECONDS or at least '
+                         'one of --minute, --hour, --day-of-month, --month, '
+                         '--day-of-week')
+    for name in ('cron', 'timezone', 'interval'):
+        if getattr(args, name) is not None:
+            schedule[name] = getattr(args, name)
+    for name in ('start', 'end'):
+        if getattr(args, name) is not None:
+            schedule[name] = _parseTime(getattr(args, name), '--' + name)
+    options = dict(_options(args, JOB_OPTION_FLAGS),
+                   **_options(args, CRON_OPTION_FLAGS))
+    jobid = _adding(service, args, lambda: service.addCronJob(
+        args.task, _input(args), startLater=args.start_later,
+        now=_now(args), **schedule, **options))
     return _added(service, jobid, args, out)
 
 
 def _added(service, jobid, args, out):
+    job = service.jobs[jobid]
     if args.json:
-        json.dump({'id': jobid, 'status': service.getStatus(jobid)}, out)
+        json.dump({'id': jobid, 'status': job.status}, out)
         print(file=out)
     else:
-        print('added job %s (%s)' % (jobid, service.getStatus(jobid)),
-              file=out)
+        print('added job %s (%s)%s' % (
+            jobid, job.status, ': start it with "zodbtasks start %s"' % jobid
+            if job.status == interfaces.STARTLATER else ''), file=out)
     return 0
 
+
+# -- acting on one job or the service -----------------------------------------
 
 def _act(method, done):
     def action(service, args, out):
         job = _job(service, args.jobid)
+        if method == 'cancel' and job.status in interfaces.FINISHED:
+            raise UsageError('job %s is %s already; only unfinished jobs can '
+                             'be cancelled' % (job.id, job.status))
+        if method == 'startJob' and job.status != interfaces.STARTLATER:
+            # (startJob answers False here, as the original API did.)
+            raise UsageError('job %s is %r, not waiting to start; only jobs '
+                             'added with --start-later are started'
+                             % (job.id, job.status))
         try:
             getattr(service, method)(job.id, now=_now(args))
-        except ValueError as error:
-            raise _usage(str(error))
+        except (KeyError, ValueError) as error:
+            raise UsageError(str(error).strip('"'))
         if args.json:
             json.dump({'id': job.id, 'status': job.status}, out)
             print(file=out)
@@ -360,23 +506,135 @@ def _act(method, done):
     return action
 
 
-def clean(service, args, out):
+def _pauseOrResume(method, done, note):
+    job_action = _act(method, done)
+
+    def action(service, args, out):
+        if args.jobid is not None:
+            return job_action(service, args, out)
+        getattr(service, method)(now=_now(args))
+        if args.json:
+            json.dump({'service': args.service.strip('/'),
+                       'paused': service.paused}, out)
+            print(file=out)
+        else:
+            print('service at /%s %s: %s' % (args.service.strip('/'), done,
+                                             note), file=out)
+        return 0
+    return action
+
+
+# -- bulk changes, in batches -------------------------------------------------
+
+def _inBatches(session, jobids, change, size, retries=5):
+    """Apply ``change(service, jobid)`` to ``jobids``, committing every
+    ``size`` jobs; retry a batch that conflicts. Return how many changed."""
+    changed = 0
+    for start in range(0, len(jobids), size):
+        batch = jobids[start:start + size]
+        for attempt in range(retries):
+            service = session.fresh()
+            try:
+                count = sum(1 for jobid in batch if change(service, jobid))
+                session.commit()
+            except TransientError:
+                session.tm.abort()
+                if attempt == retries - 1:
+                    raise UsageError('gave up after %d conflicts in a batch; '
+                                     '%d job(s) were changed before it'
+                                     % (retries, changed))
+                continue
+            break
+        changed += count
+        if len(jobids) > size:
+            log.info('%d of %d job(s) done', min(start + size, len(jobids)),
+                     len(jobids))
+    return changed
+
+
+def _matching(service, statuses, task=None, before=None):
+    """Ids of the jobs with one of ``statuses`` (and ``task``, exactly),
+    finished at or before ``before``."""
+    found = []
+    for job in service.jobs.values():
+        if job.status not in statuses:
+            continue
+        if task is not None and job.task != task:
+            continue
+        if before is not None and (job.completed or job.created or 0) > before:
+            continue
+        found.append(job.id)
+    return found
+
+
+@_batched
+def requeue(session, args, out):
+    _checkStatus(args.status, (interfaces.ERROR, interfaces.CANCELLED))
+    now = _now(args)
+    jobids = _matching(session.service, (args.status,), args.task)
+    if args.dry_run:
+        return _report(out, args, 'would requeue', len(jobids),
+                       session.service, jobids)
+
+    def change(service, jobid):
+        job = service.jobs.get(jobid)
+        if job is None or job.status != args.status:
+            return False      # changed by someone else meanwhile
+        service.retry(jobid, now=now)
+        return True
+    count = _inBatches(session, jobids, change, args.batch)
+    return _report(out, args, 'requeued', count)
+
+
+def _removeFinished(service, jobid):
+    """Remove one finished job, as ``clean`` and ``purgeExpired`` do.
+
+    This reaches the service's index of finished jobs, which has no public
+    way to remove one job (``clean`` removes every job of a status in one
+    transaction); the queue module of the structure issue will offer it.
+    """
+    job = service.jobs.get(jobid)
+    if job is None or job.status not in interfaces.FINISHED:
+        return False
+    service._finished[job.status].remove(jobid)
+    del service.jobs[jobid]
+    return True
+
+
+@_batched
+def clean(session, args, out):
     statuses = args.status or list(interfaces.FINISHED)
-    before = len(service.jobs)
-    try:
-        service.clean(status=statuses)
-    except ValueError as error:
-        raise _usage(str(error))
-    removed = before - len(service.jobs)
+    now = _now(args)
+    before = None if args.older_than is None else now - args.older_than
+    jobids = _matching(session.service, statuses, args.task, before)
+    if args.dry_run:
+        return _report(out, args, 'would remove', len(jobids),
+                       session.service, jobids, 'finished job(s)')
+    count = _inBatches(session, jobids, _removeFinished, args.batch)
+    return _report(out, args, 'removed', count, what='finished job(s)')
+
+
+def _report(out, args, done, count, service=None, jobids=(),
+            what='job(s)'):
     if args.json:
-        json.dump({'removed': removed}, out)
+        json.dump({done.replace('would ', 'would-'): count,
+                   'ids': list(jobids)} if service is not None
+                  else {done: count}, out)
         print(file=out)
-    else:
-        print('removed %d finished job(s) (%s)' % (removed,
-                                                   ', '.join(statuses)),
-              file=out)
+        return 0
+    print('%s %d %s' % (done, count, what), file=out)
+    if service is not None and jobids:
+        shown = [service.jobs[i] for i in jobids[:args.limit]]
+        table([[j.id, cut(j.task, 40), j.status, moment(j.completed),
+                cut(j.error, 60)] for j in shown],
+              ['id', 'task', 'status', 'finished', 'error'], out,
+              right=('id',))
+        if len(jobids) > len(shown):
+            print('... and %d more' % (len(jobids) - len(shown)), file=out)
     return 0
 
+
+# -- next ---------------------------------------------------------------------
 
 def nextRuns(args):
     """``next``: the next fire times of an expression or of a job."""
@@ -384,12 +642,12 @@ def nextRuns(args):
     after = _now(args) if args.after is None else _parseTime(args.after)
     if args.what.strip().isdigit():
         if not args.db or not args.service:
-            raise _usage('the next runs of a job need --db and --service')
+            raise UsageError('the next runs of a job need --db and --service')
         session = Session(args)
         try:
             job = _job(session.service, args.what)
             if not isinstance(job, CronJob):
-                raise _usage('job %s is not a cron job' % job.id)
+                raise UsageError('job %s is not a cron job' % job.id)
             times = []
             t = after
             for _ in range(args.n):
@@ -404,7 +662,7 @@ def nextRuns(args):
         try:
             compiled = schedules.from_cron(args.what, timezone=args.timezone)
         except (ValueError, TypeError) as error:
-            raise _usage(str(error))
+            raise UsageError(str(error))
         times = schedules.next_times(compiled, after, args.n)
         zone = args.timezone
     if args.json:
@@ -412,7 +670,7 @@ def nextRuns(args):
         print()
         return 0
     for t in times:
-        line = iso(t) + ' UTC'
+        line = iso(t)
         if zone:
             from zoneinfo import ZoneInfo
             local = datetime.datetime.fromtimestamp(t, ZoneInfo(zone))
@@ -421,25 +679,44 @@ def nextRuns(args):
     return 0
 
 
-def _parseTime(text):
+def _parseTime(text, flag='--after'):
     try:
         seconds = float(text)
     except ValueError:
         try:
-            moment = datetime.datetime.fromisoformat(text)
+            moment_ = datetime.datetime.fromisoformat(text)
         except ValueError:
-            raise _usage('--after takes seconds since the epoch or an ISO '
-                         'time such as 2026-03-29T01:30, not %r' % text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
-        seconds = moment.timestamp()
+            raise UsageError('%s takes seconds since the epoch or an ISO '
+                             'time such as 2026-03-29T01:30, not %r'
+                             % (flag, text))
+        if moment_.tzinfo is None:
+            moment_ = moment_.replace(tzinfo=datetime.timezone.utc)
+        seconds = moment_.timestamp()
     try:
-        return checkMoment(seconds, '--after')
+        return checkMoment(seconds, flag)
     except ValueError as error:
-        raise _usage(str(error))
+        raise UsageError(str(error))
 
 
-# -- the demo -------------------------------------------------------------------
+# -- the demo -----------------------------------------------------------------
+
+def _demoLine(event, started):
+    """The demo's line about a job event."""
+    from zodbtasks import events
+    job = event.job
+    kind = type(event).__name__[3:].lower()
+    detail = ''
+    if isinstance(event, events.JobCompleted):
+        detail = '-> %r' % (job.output,)
+    elif isinstance(event, (events.JobFailed, events.JobRetried)):
+        detail = '!! %s' % event.error
+        if isinstance(event, events.JobRetried):
+            detail += ' (retry at +%.0f s)' % (event.due - started)
+    elif isinstance(event, events.JobMissed):
+        detail = '%d missed, %s' % (event.count, event.action)
+    return '%7.1f s  %-9s %-16s job %s %s' % (
+        time.time() - started, kind, job.task, job.id, detail)
+
 
 def demo(args):
     """Make a small database of jobs and run a worker on it, showing what
@@ -449,19 +726,21 @@ def demo(args):
     import zope.event
 
     from zodbtasks import _demo
-    from zodbtasks import events
-    from zodbtasks.cli import openDatabase
     from zodbtasks.processor import MultiProcessor
     from zodbtasks.service import TaskService
 
     _demo.register()
     # The demo shows each job as it goes; the worker's own log would repeat it.
     logging.getLogger('zodbtasks').setLevel(logging.WARNING)
-    db = openDatabase(args.db)
+    db = connect.open_or_explain(args.db, create=True)
     out = sys.stdout
-    tty = out.isatty()
     lock = threading.Lock()
     started = time.time()
+    status = None
+    if out.isatty():
+        from zodbtasks.display import StatusLine
+        status = StatusLine(out, lambda: '  running: %.0f of %d s' % (
+            time.time() - started, args.seconds))
     try:
         with db.transaction() as conn:
             root = conn.root()
@@ -475,23 +754,14 @@ def demo(args):
             _demo.addJobs(service, fresh, now=started)
 
         def show(event):
-            job = event.job
-            kind = type(event).__name__[3:].lower()
-            detail = ''
-            if isinstance(event, events.JobCompleted):
-                detail = '-> %r' % (job.output,)
-            elif isinstance(event, (events.JobFailed, events.JobRetried)):
-                detail = '!! %s' % event.error
-                if isinstance(event, events.JobRetried):
-                    detail += ' (retry at +%.0fs)' % (event.due - started)
-            elif isinstance(event, events.JobMissed):
-                detail = '%d missed, %s' % (event.count, event.action)
-            line = '%7.1fs  %-9s %-16s job %s %s' % (
-                time.time() - started, kind, job.task, job.id, detail)
+            line = _demoLine(event, started)
             with lock:
                 try:
-                    out.write(('\r\x1b[K' if tty else '') + line + '\n')
-                    out.flush()
+                    if status is not None:
+                        status.print(line)
+                    else:
+                        out.write(line + '\n')
+                        out.flush()
                 except OSError:
                     pass    # the reader went away (a closed pipe): go on
 
@@ -501,13 +771,10 @@ def demo(args):
                                   daemon=True)
         thread.start()
         deadline = started + args.seconds
+        if status is not None:
+            status.start()
         try:
             while time.time() < deadline and thread.is_alive():
-                if tty:
-                    with lock:
-                        out.write('\r\x1b[K  running: %.0f of %ds ' % (
-                            time.time() - started, args.seconds))
-                        out.flush()
                 time.sleep(0.25)
         except KeyboardInterrupt:
             pass
@@ -515,15 +782,16 @@ def demo(args):
             processor.stop()
             thread.join(30)
             zope.event.subscribers.remove(show)
-            if tty:
-                out.write('\r\x1b[K')
+            if status is not None:
+                status.stop()
         with db.transaction() as conn:
             counts = {}
             for job in conn.root()['tasks'].jobs.values():
                 counts[job.status] = counts.get(job.status, 0) + 1
-        print('\njobs by status after %.0fs:' % (time.time() - started),
+        print('\njobs by status after %.0f s:' % (time.time() - started),
               file=out)
-        table(sorted(counts.items()), ['status', 'jobs'], out)
+        table(sorted(counts.items()), ['status', 'jobs'], out,
+              right=('jobs',))
         print('\nThe jobs live in %s: run the demo again and they go on.'
               % args.db, file=out)
     finally:
@@ -531,42 +799,152 @@ def demo(args):
     return 0
 
 
-# -- the parser -----------------------------------------------------------------
+# -- the parser ---------------------------------------------------------------
+
+def _argError(message):
+    return argparse.ArgumentTypeError(message)
+
+
+def _numberArgument(check, accepted, kind=float):
+    """An argparse type: a number that ``check`` accepts."""
+    def convert(text):
+        try:
+            value = kind(text)
+            check(value, 'it')
+        except (TypeError, ValueError):
+            raise _argError('%s, not %r' % (accepted, text))
+        return value
+    return convert
+
+
+def _countCheck(value, name):
+    if value < 0:
+        raise ValueError(name)
+
+
+#: ``--now``: what the service accepts as a time (see `zodbtasks.job`).
+timeArgument = _numberArgument(checkMoment, (
+    'takes a time in seconds since the epoch, from 0 to %d (%s UTC)'
+    % (MAX_NOW, datetime.datetime.fromtimestamp(
+        MAX_NOW, datetime.timezone.utc).strftime('%Y-%m-%d'))))
+
+#: ``--delay`` and other lengths of time the service accepts.
+delayArgument = _numberArgument(checkDuration, (
+    'takes a number of seconds from 0 up to %d (100 years)' % MAX_DURATION))
+
+countArgument = _numberArgument(_countCheck, 'takes a whole number, 0 or '
+                                'more', kind=int)
+
+_UNITS = {'s': 1, 'm': 60, 'min': 60, 'h': 3600, 'd': 86400, 'w': 604800}
+_AGE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?\s*$')
+
+
+def ageArgument(text):
+    """``--older-than``: 90, 90s, 30m, 12h, 7d or 2w."""
+    found = _AGE.match(text)
+    if not found:
+        raise _argError('takes a length of time such as 90s, 30m, 12h, 7d '
+                        'or 2w, not %r' % text)
+    seconds = float(found.group(1)) * _UNITS[found.group(2) or 's']
+    if seconds > MAX_DURATION:
+        raise _argError('takes at most 100 years, not %r' % text)
+    return seconds
+
+
+def positiveInt(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise _argError('not a whole number: %r' % text)
+    if value <= 0:
+        raise _argError('must be positive: %r' % text)
+    return value
+
+
+def addDatabaseOptions(parser, required=True):
+    """``--db`` and ``--service``, with defaults from ``ZODBTASKS_DB`` and
+    ``ZODBTASKS_SERVICE``."""
+    db = os.environ.get('ZODBTASKS_DB') or None
+    service = os.environ.get('ZODBTASKS_SERVICE') or None
+    parser.add_argument(
+        '--db', required=required and db is None, default=db, metavar='URI',
+        help='the database: a zodburi URI (file://, zeo://, memory://, '
+        'zconfig://, postgres:// with RelStorage), or a .conf or .fs path '
+        '(default: $ZODBTASKS_DB%s)' % (', now %s' % db if db else ''))
+    parser.add_argument(
+        '--service', required=required and service is None, default=service,
+        metavar='PATH', help='slash-separated keys from the root to the '
+        'service, e.g. app/tasks (default: $ZODBTASKS_SERVICE%s)'
+        % (', now %s' % service if service else ''))
+
+
+def _jobOptions(p):
+    p.add_argument('--input', metavar='JSON', help='the input, as JSON')
+    p.add_argument('--tasks', action='append', default=[], metavar='MODULE',
+                   help='a module that registers tasks, to check the name '
+                   'against (repeat for more)')
+    p.add_argument('--retries', type=countArgument, metavar='N',
+                   help='runs to retry after a failure (default 0)')
+    p.add_argument('--retry-delay', type=delayArgument, metavar='SECONDS',
+                   help='wait before the first retry (default 30)')
+    p.add_argument('--retry-backoff', type=float, metavar='FACTOR',
+                   help='each further retry waits this many times longer '
+                   '(default 2)')
+    p.add_argument('--retry-max-delay', type=delayArgument, metavar='SECONDS',
+                   help='the longest wait between retries (default 3600)')
+    p.add_argument('--ttl', type=delayArgument, metavar='SECONDS',
+                   help='keep the finished job this long (default: the '
+                   "service's resultTTL)")
+    p.add_argument('--lease', type=delayArgument, metavar='SECONDS',
+                   help="a worker's lease on the job (default: the "
+                   "service's)")
+    p.add_argument('--timeout', type=delayArgument, metavar='SECONDS',
+                   help='fail a run that takes longer')
+    p.add_argument('--at-most-once', action='store_true',
+                   help='never run it again after a worker died running it')
+    p.add_argument('--start-later', action='store_true',
+                   help='store it without running it until "zodbtasks '
+                   'start JOBID"')
+    p.add_argument('--queue', metavar='NAME', help='the queue to route it '
+                   'to, for services that have queues')
+    p.add_argument('--create', action='store_true',
+                   help='create the database file and the service if they '
+                   'do not exist')
+
 
 def addCommands(commands):
     """Add the operator's subcommands to the ``zodbtasks`` parser."""
+    for add in (_lookingCommands, _addingCommands, _cronCommand,
+                _actingCommands, _bulkCommands, _otherCommands):
+        add(commands)
 
-    def common(parser, db_required=True):
-        parser.add_argument('--db', required=db_required, metavar='URI',
-                            help='the database: a zodburi URI, or a .conf or '
-                            '.fs path')
-        parser.add_argument('--service', required=db_required,
-                            metavar='PATH', help='slash-separated keys from '
-                            'the root to the service')
-        parser.add_argument('--json', action='store_true',
-                            help='print JSON for scripts')
-        parser.add_argument('--now', type=timeArgument, default=None,
-                            help='the time to use, in seconds since the '
-                            'epoch (default: the clock)')
 
-    def positiveInt(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise _argError('not a whole number: %r' % text)
-        if value <= 0:
-            raise _argError('must be positive: %r' % text)
-        return value
+def _common(parser, required=True):
+    addDatabaseOptions(parser, required)
+    parser.add_argument('--json', action='store_true',
+                        help='print JSON for scripts')
+    parser.add_argument('--now', type=timeArgument, default=None,
+                        help='the time to use, in seconds since the epoch '
+                        '(default: the clock)')
 
-    p = commands.add_parser('status', help='counts, overdue jobs, leases, '
-                            'next cron runs')
-    common(p)
+
+def _lookingCommands(commands):
+    readOnly = (' Reads a FileStorage read-only, beside running workers: it '
+                'shows what was committed before it began.')
+
+    p = commands.add_parser(
+        'status', help='counts, overdue jobs, leases, next cron runs',
+        description='Counts of jobs by status and what needs attention.'
+        + readOnly)
+    _common(p)
     p.add_argument('--limit', type=positiveInt, default=10,
                    help='rows per section (default 10)')
     p.set_defaults(func=_withService(status))
 
-    p = commands.add_parser('jobs', help='a table of jobs, newest first')
-    common(p)
+    p = commands.add_parser('jobs', help='a table of jobs, newest first',
+                            description='A table of jobs, newest first.'
+                            + readOnly)
+    _common(p)
     p.add_argument('--status', help='only jobs with this status')
     p.add_argument('--task', help='only jobs whose task name contains this')
     p.add_argument('--limit', type=positiveInt, default=50,
@@ -574,58 +952,134 @@ def addCommands(commands):
     p.set_defaults(func=_withService(jobs))
 
     p = commands.add_parser('show', help='every field of a job, its log and '
-                            'traceback')
-    common(p)
+                            'traceback', description='Every field of a job, '
+                            'its failures, log and traceback.' + readOnly)
+    _common(p)
     p.add_argument('jobid')
     p.set_defaults(func=_withService(show))
 
-    p = commands.add_parser('add', help='add a job')
-    common(p)
+
+def _addingCommands(commands):
+    p = commands.add_parser('add', help='add a job', description='Add a '
+                            'job that runs once, now or after --delay.')
+    _common(p)
     p.add_argument('task')
-    p.add_argument('--input', metavar='JSON', help='the input, as JSON')
     p.add_argument('--delay', type=delayArgument, metavar='SECONDS',
                    help='run once, this long after the next tick')
-    p.add_argument('--tasks', action='append', default=[], metavar='MODULE',
-                   help='a module that registers tasks (repeat for more)')
+    _jobOptions(p)
     p.set_defaults(func=_withService(add, write=True))
 
-    p = commands.add_parser('cron', help='add a cron job')
-    common(p)
+
+
+def _cronCommand(commands):
+    p = commands.add_parser(
+        'cron', help='add a repeating job (cron, fields or interval)',
+        description='Add a job that runs on a schedule: a cron expression '
+        '(--cron), field lists (--minute ... --day-of-week) or an interval. '
+        'Mind the days of the week: in --cron, 0 and 7 are Sunday and 1 is '
+        'Monday (cron\'s convention); in --day-of-week, 0 is Monday and 6 is '
+        'Sunday (Python\'s weekday()).')
+    _common(p)
     p.add_argument('task')
     p.add_argument('--cron', metavar='EXPR', help="a cron expression, such "
-                   "as '*/5 * * * *'")
-    for name in ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek'):
-        p.add_argument('--' + name, metavar='N,N,...',
-                       help='field tuple (day of week 0 = Monday)'
-                       if name == 'dayOfWeek' else None)
-    p.add_argument('--timezone', metavar='ZONE', help='an IANA time zone')
-    p.add_argument('--input', metavar='JSON', help='the input, as JSON')
-    p.add_argument('--tasks', action='append', default=[], metavar='MODULE',
-                   help='a module that registers tasks (repeat for more)')
+                   "as '*/5 * * * *' (day of week: 0 or 7 = Sunday, 1 = "
+                   "Monday, or MON-SUN)")
+    for flag, name, meaning in FIELDS:
+        p.add_argument('--' + flag.replace('_', '-'), dest=flag,
+                       metavar='N,N,...', help='%s (%s)%s' % (
+                           flag.replace('_', ' '), meaning,
+                           '; --%s is the old spelling' % name
+                           if name != flag else ''))
+        if name != flag:
+            p.add_argument('--' + name, dest=flag, help=argparse.SUPPRESS)
+    p.add_argument('--interval', type=delayArgument, metavar='SECONDS',
+                   help='run every this many seconds instead')
+    p.add_argument('--timezone', metavar='ZONE', help='an IANA time zone '
+                   'for --cron and the fields (default UTC)')
+    p.add_argument('--start', metavar='TIME', help='no runs before this '
+                   '(seconds since the epoch or an ISO time, UTC unless it '
+                   'says)')
+    p.add_argument('--end', metavar='TIME', help='no runs after this')
+    p.add_argument('--misfire', choices=('coalesce', 'all', 'skip'),
+                   help='what to do about missed runs (default coalesce)')
+    p.add_argument('--misfire-grace', type=delayArgument, metavar='SECONDS',
+                   help='how late a run may start under "skip" (default 60)')
+    p.add_argument('--catch-up', type=positiveInt, metavar='N',
+                   help='missed runs to make up under "all" (default 10)')
+    p.add_argument('--overlap', choices=('wait', 'skip'),
+                   help='a run due while the last one goes (default wait)')
+    p.add_argument('--max-runs', type=positiveInt, metavar='N',
+                   help='complete the job after this many runs')
+    _jobOptions(p)
     p.set_defaults(func=_withService(cron, write=True))
 
+
+def _actingCommands(commands):
     for name, method, done, helptext in [
-            ('cancel', 'cancel', 'cancelled', 'cancel a job'),
+            ('cancel', 'cancel', 'cancelled', 'cancel an unfinished job'),
             ('retry', 'retry', 'retried', 'run a failed or cancelled job '
              'again'),
-            ('pause', 'pause', 'paused', 'pause a job'),
-            ('resume', 'resume', 'resumed', 'resume a paused job'),
-            ('run-now', 'runNow', 'made due', 'run a waiting job now, once')]:
+            ('run-now', 'runNow', 'made due', 'run a waiting job now, once'),
+            ('start', 'startJob', 'started', 'start a job added with '
+             '--start-later')]:
         p = commands.add_parser(name, help=helptext)
-        common(p)
+        _common(p)
         p.add_argument('jobid')
         p.set_defaults(func=_withService(_act(method, done), write=True))
 
-    p = commands.add_parser('clean', help='remove finished jobs')
-    common(p)
+    for name, method, done, note, helptext in [
+            ('pause', 'pause', 'paused', 'workers claim nothing until '
+             '"zodbtasks resume"; jobs can still be added',
+             'pause a job, or without JOBID the whole service'),
+            ('resume', 'resume', 'resumed', 'workers claim jobs again',
+             'resume a paused job, or without JOBID the service')]:
+        p = commands.add_parser(name, help=helptext)
+        _common(p)
+        p.add_argument('jobid', nargs='?')
+        p.set_defaults(func=_withService(
+            _pauseOrResume(method, done, note), write=True))
+
+
+def _bulkCommands(commands):
+    def bulk(p):
+        p.add_argument('--dry-run', action='store_true',
+                       help='say which jobs, change nothing')
+        p.add_argument('--batch', type=positiveInt, default=BATCH,
+                       metavar='N', help='jobs per transaction (default %d)'
+                       % BATCH)
+        p.add_argument('--limit', type=positiveInt, default=20,
+                       help='jobs listed by --dry-run (default 20)')
+
+    p = commands.add_parser(
+        'requeue', help='retry every failed (or cancelled) job',
+        description='Give every job with --status (and --task) another run, '
+        'committing in batches.')
+    _common(p)
+    p.add_argument('--status', required=True,
+                   choices=(interfaces.ERROR, interfaces.CANCELLED))
+    p.add_argument('--task', help='only jobs of this task (the exact name)')
+    bulk(p)
+    p.set_defaults(func=_withService(requeue, write=True))
+
+    p = commands.add_parser(
+        'clean', help='remove finished jobs',
+        description='Remove finished jobs, committing in batches.')
+    _common(p)
     p.add_argument('--status', action='append', choices=interfaces.FINISHED,
                    help='only this status (repeat for more; default all '
                    'finished)')
+    p.add_argument('--task', help='only jobs of this task (the exact name)')
+    p.add_argument('--older-than', type=ageArgument, metavar='AGE',
+                   help='only jobs that finished at least this long ago: '
+                   '90s, 30m, 12h, 7d, 2w')
+    bulk(p)
     p.set_defaults(func=_withService(clean, write=True))
 
+
+def _otherCommands(commands):
     p = commands.add_parser('next', help='the next fire times of a cron '
                             'expression or a job')
-    common(p, db_required=False)
+    _common(p, required=False)
     p.add_argument('what', metavar='EXPR|JOBID')
     p.add_argument('-n', type=positiveInt, default=5,
                    help='how many (default 5)')
@@ -643,31 +1097,3 @@ def addCommands(commands):
     p.add_argument('--seconds', type=positiveInt, default=20,
                    help='how long to run the worker (default 20)')
     p.set_defaults(func=demo)
-
-
-def _argError(message):
-    import argparse
-    return argparse.ArgumentTypeError(message)
-
-
-def _numberArgument(check, accepted):
-    """An argparse type: a number that ``check`` accepts."""
-    def convert(text):
-        try:
-            value = float(text)
-            check(value, 'it')
-        except (TypeError, ValueError):
-            raise _argError('%s, not %r' % (accepted, text))
-        return value
-    return convert
-
-
-#: ``--now``: what the service accepts as a time (see `zodbtasks.job`).
-timeArgument = _numberArgument(checkMoment, (
-    'takes a time in seconds since the epoch, from 0 to %d (%s UTC)'
-    % (MAX_NOW, datetime.datetime.fromtimestamp(
-        MAX_NOW, datetime.timezone.utc).strftime('%Y-%m-%d'))))
-
-#: ``--delay``: what the service accepts as a delay.
-delayArgument = _numberArgument(checkDuration, (
-    'takes a number of seconds from 0 up to %d (100 years)' % MAX_DURATION))

@@ -12,7 +12,6 @@ installed), a ZConfig file (a path ending in ``.conf``) or a FileStorage file
 ``show``, ``add``, ``cron``, ``cancel``, ...) come from `zodbtasks.admin`.
 """
 import argparse
-import importlib
 import logging
 import logging.handlers
 import os
@@ -22,13 +21,15 @@ import threading
 import sys
 import time
 
-import transaction
+from zodbtasks import admin
+from zodbtasks import connect
+from zodbtasks.admin import importTasks
+from zodbtasks.connect import UsageError                   # noqa: F401
+from zodbtasks.connect import find_service as findService  # noqa: F401
+from zodbtasks.connect import open_database
 
 log = logging.getLogger('zodbtasks.worker')
-
-
-class UsageError(Exception):
-    """Bad input: the command ends with a one-line message."""
+jobLog = logging.getLogger('zodbtasks.jobs')
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,82 +59,12 @@ def _nonNegative(kind):
     return _positive(kind, zero=True)
 
 
-def openDatabase(spec, pool_size=None, connect_timeout=None):
-    """Open the database named by ``spec``: a URI, a .conf or a .fs path.
-
-    ``connect_timeout`` is how long a ZEO client waits for its server when
-    it is out of reach, before an operation fails (ZEO's own default: 30 s).
-    """
-    import ZODB
-    if connect_timeout is not None and spec.startswith('zeo://') \
-            and 'wait_timeout=' not in spec:
-        spec += ('&' if '?' in spec else '?') + 'wait_timeout=%s' % (
-            connect_timeout,)
-    if '://' in spec:
-        try:
-            import zodburi
-        except ImportError:
-            raise UsageError('--db %s needs the zodburi package' % spec)
-        try:
-            factory, dbkw = zodburi.resolve_uri(spec)
-        except KeyError as error:
-            raise UsageError('--db %s: unknown kind of URI (%s)' % (
-                spec, error.args[0] if error.args else error))
-        storage = factory()
-    elif spec.endswith('.conf'):
-        import ZODB.config
-        try:
-            return ZODB.config.databaseFromURL(spec)
-        except OSError as error:
-            raise UsageError('--db %s: %s' % (spec, error))
-    elif spec.endswith('.fs'):
-        import ZODB.FileStorage
-        storage = ZODB.FileStorage.FileStorage(spec)
-        dbkw = {}
-    else:
-        raise UsageError('--db %s: give a URI (file://, zeo://, memory://, '
-                         'postgres://, ...), a .conf or a .fs path' % spec)
-    if pool_size and dbkw.get('pool_size', 7) < pool_size:
-        dbkw['pool_size'] = pool_size
-    return ZODB.DB(storage, **dbkw)
-
-
-def findService(db, path, create=False):
-    """Check that a service is at ``path``; create it there if asked."""
-    from zodbtasks.interfaces import ITaskService
-    from zodbtasks.processor import splitPath
-    from zodbtasks.processor import traverse
-    from zodbtasks.service import TaskService
-    try:
-        keys = splitPath(path)
-    except (TypeError, ValueError) as error:
-        raise UsageError('--service: %s' % error)
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    try:
-        tm.begin()
-        try:
-            service = traverse(conn.root(), keys)
-        except KeyError as error:
-            if not create:
-                raise UsageError('no service at /%s (%s); add --create to '
-                                 'create one' % ('/'.join(keys),
-                                                 error.args[0]))
-            try:
-                parent = traverse(conn.root(), keys[:-1])
-            except KeyError as error:
-                raise UsageError('cannot create /%s: %s' % (
-                    '/'.join(keys), error.args[0]))
-            parent[keys[-1]] = service = TaskService()
-            tm.commit()
-            log.info('created a task service at /%s', '/'.join(keys))
-        if not ITaskService.providedBy(service):
-            raise UsageError('/%s is a %s, not a task service' % (
-                '/'.join(keys), type(service).__name__))
-        return keys
-    finally:
-        tm.abort()
-        conn.close()
+def openDatabase(spec, pool_size=None, connect_timeout=None, read_only=False,
+                 create=False):
+    """Open the database named by ``spec``; see `zodbtasks.connect`."""
+    return open_database(spec, pool_size=pool_size,
+                         connect_timeout=connect_timeout, read_only=read_only,
+                         create=create)
 
 
 class _BoundedQueueHandler(logging.handlers.QueueHandler):
@@ -178,16 +109,7 @@ class _QueuedLogging:
                         'was slower than the worker', self.handler.dropped)
 
 
-def _importTasks(names):
-    """Import the task modules, from the working directory too."""
-    if os.getcwd() not in sys.path and '' not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as error:
-            raise UsageError('cannot import task module %s: %s: %s' % (
-                name, type(error).__name__, error))
+_importTasks = importTasks
 
 
 def worker(args):
@@ -200,7 +122,10 @@ def worker(args):
                 args.zope_conf, type(error).__name__, error))
     _importTasks(args.tasks)
     try:
-        with _QueuedLogging(args.log_queue):
+        with _QueuedLogging(args.log_queue) as queued:
+            # The handlers that the queue feeds: the progress line needs
+            # those that write to the terminal.
+            args.logHandlers = queued.handlers
             return _worker(args)
     except _Interrupted as interrupted:
         # Leave without closing the database that threads may still use.
@@ -216,14 +141,9 @@ def _worker(args):
         log.warning('this worker knows no tasks (give their modules with '
                     '--tasks): it gives back every job it claims, unless '
                     'its task is a dotted name it can import')
-    try:
-        db = openDatabase(args.db, pool_size=2 * args.threads + 4,
-                          connect_timeout=args.connect_timeout)
-    except UsageError:
-        raise
-    except Exception as error:
-        raise UsageError('cannot open --db %s: %s: %s' % (
-            args.db, type(error).__name__, error))
+    db = connect.open_or_explain(args.db, pool_size=2 * args.threads + 4,
+                                 connect_timeout=args.connect_timeout,
+                                 create=args.create)
     try:
         keys = findService(db, args.service, args.create)
         code = _work(db, keys, args)
@@ -244,7 +164,8 @@ def _work(db, keys, args):
                    heartbeatInterval=(0 if args.no_heartbeat else
                                       args.heartbeat or 'auto'),
                    spread=args.spread, groupOutcomes=not args.no_group,
-                   linger=args.linger, maxUnrecorded=args.max_unrecorded)
+                   linger=args.linger, maxUnrecorded=args.max_unrecorded,
+                   logJobs=True)
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)
@@ -274,7 +195,10 @@ def _work(db, keys, args):
              '/'.join(keys), args.db, args.threads, args.poll,
              ', until idle' if args.until_idle else '')
     code = 0
-    progress = _Progress(processor, started) if sys.stderr.isatty() else None
+    subscriber = _logStarts()
+    handlers = getattr(args, 'logHandlers', logging.getLogger().handlers)
+    progress = (_Progress(processor, started, handlers)
+                if sys.stderr.isatty() else None)
     try:
         processor()
     except KeyboardInterrupt:
@@ -284,6 +208,7 @@ def _work(db, keys, args):
     finally:
         if progress is not None:
             progress.stop()
+        _unsubscribe(subscriber)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stats = processor.stats
@@ -301,6 +226,27 @@ def _work(db, keys, args):
     return code
 
 
+def _logStarts():
+    """Log each job's start at DEBUG (the processor logs its end)."""
+    import zope.event
+    from zodbtasks import events
+    if not jobLog.isEnabledFor(logging.DEBUG):
+        return None
+
+    def started(event):
+        if isinstance(event, events.JobStarted):
+            jobLog.debug('job %s %s started (attempt %d)', event.job.id,
+                         event.job.task, event.job.attempts)
+    zope.event.subscribers.append(started)
+    return started
+
+
+def _unsubscribe(subscriber):
+    import zope.event
+    if subscriber is not None and subscriber in zope.event.subscribers:
+        zope.event.subscribers.remove(subscriber)
+
+
 class _Interrupted(Exception):
     """The worker was interrupted: threads may still hold the database."""
 
@@ -308,73 +254,61 @@ class _Interrupted(Exception):
         self.code = code
 
 
-class _Clearing(logging.Formatter):
-
-    def __init__(self, formatter):
-        super().__init__()
-        self.formatter = formatter or logging.Formatter()
-
-    def format(self, record):
-        return '\r\x1b[K' + self.formatter.format(record)
-
-
 class _Progress:
-    """On a terminal, a line that says how far the worker has got."""
+    """On a terminal, a line that says how far the worker has got; the log
+    lines of ``handlers`` (those writing to that terminal) go above it."""
 
-    def __init__(self, processor, started, every=0.5):
-        import threading
+    def __init__(self, processor, started, handlers, every=0.5):
+        from zodbtasks.display import StatusLine
         self.processor = processor
         self.started = started
-        self.every = every
-        self.done = threading.Event()
-        # Log lines first clear the progress line they would follow.
-        self.handlers = [h for h in logging.getLogger().handlers
+        self.line = StatusLine(sys.stderr, self.render, every)
+        self.handlers = [h for h in handlers
                          if getattr(h, 'stream', None) is sys.stderr]
+        stream = self.line.stream()
         for handler in self.handlers:
-            handler.setFormatter(_Clearing(handler.formatter))
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name='zodbtasks-progress')
-        self.thread.start()
+            handler.setStream(stream)
+        self.line.start()
 
-    def _run(self):
-        while not self.done.wait(self.every):
-            stats = self.processor.stats
-            sys.stderr.write('\r\x1b[K  %d job(s) done (%s) in %.0fs ' % (
-                sum(stats.values()), ', '.join(
-                    '%s %d' % item for item in sorted(stats.items()))
-                or 'none yet', time.monotonic() - self.started))
-            sys.stderr.flush()
+    def render(self):
+        stats = self.processor.stats
+        return '  %d job(s) done (%s) in %.0f s' % (
+            sum(stats.values()), ', '.join(
+                '%s %d' % item for item in sorted(stats.items()))
+            or 'none yet', time.monotonic() - self.started)
 
     def stop(self):
-        self.done.set()
-        self.thread.join()
+        self.line.stop()
         for handler in self.handlers:
-            handler.setFormatter(handler.formatter.formatter)
-        sys.stderr.write('\r\x1b[K')
-        sys.stderr.flush()
+            handler.setStream(sys.stderr)
 
 
-def buildParser():
-    parser = _Parser(prog='zodbtasks',
-                     description='Work with zodbtasks task services.')
-    parser.add_argument('--log-level', default='INFO',
-                        choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'],
+LOG_LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR']
+
+
+def _loggingOptions(parser, default):
+    parser.add_argument('--log-level', default=default, choices=LOG_LEVELS,
                         help='what to log to stderr (default INFO)')
-    commands = parser.add_subparsers(dest='command', metavar='COMMAND',
-                                     parser_class=_Parser)
-    commands.required = True
+    parser.add_argument('--verbose', action='store_true', default=default,
+                        help="log ZEO's and ZODB's INFO lines too")
+
+
+def _version():
+    try:
+        from importlib.metadata import version
+        return version('zodbtasks')
+    except Exception:          # not installed, e.g. run from a checkout
+        return 'unknown'
+
+
+def _addWorker(commands):
     run = commands.add_parser(
         'worker', help='run the jobs of a service',
         description='Claim and run the jobs of a service until stopped '
         '(SIGTERM or SIGINT: after the jobs in hand; a second signal '
-        'interrupts them).')
-    run.add_argument('--db', required=True, metavar='URI',
-                     help='zodburi URI (file://, zeo://, memory://, '
-                     'zconfig://, postgres:// with RelStorage), or a path '
-                     'to a .conf (ZConfig) or .fs (FileStorage) file')
-    run.add_argument('--service', required=True, metavar='PATH',
-                     help='slash-separated keys from the database root to '
-                     'the service, e.g. app/tasks')
+        'interrupts them). A FileStorage that "zodbtasks serve" owns is '
+        'reached through its socket.')
+    admin.addDatabaseOptions(run)
     run.add_argument('--zope-conf', metavar='PATH',
                      help="a Zope instance's zope.conf: load its ZCML, so "
                      'that the tasks it registers are known (the worker '
@@ -416,7 +350,8 @@ def buildParser():
     run.add_argument('--until-idle', action='store_true',
                      help='exit when nothing is due and no worker holds a job')
     run.add_argument('--create', action='store_true',
-                     help='create the service if there is none at PATH')
+                     help='create the service (and a FileStorage file) if '
+                     'there is none')
     run.add_argument('--spread', action='store_true',
                      help='take queued jobs from the heads of random lanes, '
                      'roughly in order, so that many workers rarely want the '
@@ -431,12 +366,45 @@ def buildParser():
                      'recording the outcomes of tasks that wrote nothing '
                      'with the next claim')
     run.set_defaults(func=worker)
+
+
+def buildParser(argv=None):
+    """The parser of the ``zodbtasks`` command; given the ``argv`` it will
+    parse, it leaves out what those cannot need."""
+    parser = _Parser(prog='zodbtasks',
+                     description='Work with zodbtasks task services.')
+    parser.add_argument('--version', action='version',
+                        version='zodbtasks %s' % _version())
+    parser.add_argument('--log-level', default='INFO', choices=LOG_LEVELS,
+                        help='what to log to stderr (default INFO; also '
+                        'after the subcommand)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="log ZEO's and ZODB's INFO lines too")
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND',
+                                     parser_class=_Parser)
+    commands.required = True
+    _addWorker(commands)
+
+    p = commands.add_parser(
+        'serve', help='own a FileStorage: ZEO on a socket, the dashboard '
+        'and watched workers',
+        description='Own a FileStorage file: serve it with ZEO on a Unix '
+        'socket beside it (and on a loopback port if asked), run the '
+        'dashboard and N worker processes, and start again any worker that '
+        'dies. Other zodbtasks commands given --db PATH.fs connect to it.')
+    from zodbtasks import serve
+    serve.addArguments(p)
+    p.set_defaults(func=serve.run)
+
     # The operator's subcommands (status, jobs, show, add, cron, cancel, ...).
-    from zodbtasks import admin
     admin.addCommands(commands)
     board = commands.add_parser(
         'dashboard', help='serve the web dashboard (needs the dashboard '
         'extra: WebOb and waitress)')
+    if argv is not None and 'dashboard' not in argv:
+        # It cannot be the command: spare the others the import of its web
+        # stack (a fifth of a second, and WebOb's warnings).
+        return _finish(parser, commands)
     try:
         from zodbtasks import dashboard
     except ImportError as error:
@@ -450,21 +418,52 @@ def buildParser():
     else:
         dashboard.add_arguments(board)
         board.set_defaults(func=dashboard.run)
+    return _finish(parser, commands)
+
+
+def _finish(parser, commands):
+    # --log-level and --verbose work after the subcommand too.
+    for sub in commands.choices.values():
+        _loggingOptions(sub, argparse.SUPPRESS)
     return parser
 
 
-def main(argv=None):
-    parser = buildParser()
-    args = parser.parse_args(argv)
+def _setUpLogging(args):
     logging.basicConfig(
         level=getattr(logging, args.log_level), stream=sys.stderr,
         format='%(asctime)s %(levelname)s %(name)s %(message)s')
+    if not args.verbose:
+        # ZEO and ZODB say at INFO every connection, cache and storage
+        # they open: noise for an operator, unless asked for.
+        for name in ('ZEO', 'ZODB', 'zc.lockfile', 'txn'):
+            logger = logging.getLogger(name)
+            if logger.level < logging.WARNING:
+                logger.setLevel(logging.WARNING)
+
+
+def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = buildParser(argv)
+    args = parser.parse_args(argv)
+    _setUpLogging(args)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
     except UsageError as error:
         print('zodbtasks %s: error: %s' % (args.command, error),
               file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (``zodbtasks jobs | head``): end quietly,
+        # and keep Python from complaining again when it flushes at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
 
 
 if __name__ == '__main__':

@@ -874,7 +874,7 @@ def _interrupt(signum, frame):
 
 def run(args):
     """Run ``zodbtasks dashboard`` with parsed arguments; return exit code."""
-    from zodbtasks.cli import openDatabase
+    from zodbtasks.connect import open_database as openDatabase
     try:
         db = openDatabase(args.db)
     except Exception as error:

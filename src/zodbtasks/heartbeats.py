@@ -32,6 +32,7 @@ class Claim:
         self.renewed = time.monotonic()
         self.began = None           # time.monotonic() when the run began
         self.timedOut = False
+        self.lost = False           # the database said the lease is gone
 
     def __repr__(self):
         return '<Claim of job %s>' % self.jobid
@@ -66,6 +67,11 @@ class Heartbeats:
     def begin(self, claim):
         """The claim's run begins now."""
         claim.began = time.monotonic()
+
+    def lose(self, claim):
+        """The lease is gone: drop the claim, and never run it."""
+        claim.lost = True
+        self.drop(claim)
 
     def drop(self, claim):
         with self._lock:
@@ -106,7 +112,7 @@ class Heartbeats:
         for claim in renew:
             expires = renewed.get(claim.jobid)
             if expires is LeaseLost:
-                self.drop(claim)
+                self.lose(claim)
             elif expires is not None:
                 claim.expires = expires
                 claim.renewed = now

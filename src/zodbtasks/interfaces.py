@@ -7,6 +7,7 @@ due next; it is advanced by calls that take the current time as an argument.
 """
 from zope.interface import Attribute
 from zope.interface import Interface
+from zope.location.interfaces import IContained
 
 # Job statuses.  They are plain strings: compare them with ``==``.
 QUEUED = 'queued'
@@ -111,16 +112,25 @@ class ICronJob(IJob):
         """
 
 
-class ITaskService(Interface):
+class ITaskService(IContained):
     """A persistent queue and scheduler of jobs.
 
     Every method that depends on time takes ``now`` in seconds since the
     epoch. When ``now`` is None the service asks its ``clock``; when it is
     given, nothing reads the wall clock.
+
+    A service is `IContained` (it has ``__parent__`` and ``__name__``), so
+    a zope.container folder stores the service itself, not a proxy around
+    it, and code written for z3c.taskqueue finds it where it put it.
     """
 
     jobs = Attribute("A BTree mapping job ids to jobs.")
     taskInterface = Attribute("The interface under which tasks are looked up.")
+    processorFactory = Attribute(
+        "The processor class that `startProcessing` runs; by default "
+        "`zodbtasks.processor.SimpleProcessor`.")
+    processorArguments = Attribute(
+        "The keyword arguments the processor gets, a dict.")
 
     def getAvailableTasks():
         """A dict of the registered tasks by name."""
@@ -144,10 +154,11 @@ class ITaskService(Interface):
         """
 
     def startJob(jobid):
-        """Queue a job that was added with ``startLater``.
+        """Queue a job that was added with ``startLater``; return True.
 
-        Raises KeyError for an unknown id and ValueError if the job is not
-        waiting to start.
+        A job that is not waiting to start (queued already, running,
+        finished...) is left as it is and the answer is False, as in the
+        reference package. Raises KeyError for an unknown id.
         """
 
     def reschedule(jobid):
@@ -193,7 +204,31 @@ class ITaskService(Interface):
         """
 
     def process(now=None):
-        """Run every job that is due at ``now``; return how many ran."""
+        """Run every job that is due at ``now``; returns None.
+
+        (As in the reference package. `processNext` says, job by job,
+        whether one ran.)
+        """
+
+    def startProcessing():
+        """Start a processor thread in this process for the service.
+
+        The thread runs ``processorFactory`` (a processor class) with the
+        database, the service's path and ``processorArguments``. Nothing
+        happens for a service that is not stored in a database yet.
+        """
+
+    def stopProcessing():
+        """Stop the service's processor thread, after the job in hand.
+
+        Does nothing when no thread processes the service.
+        """
+
+    def isProcessing():
+        """Whether a processor thread of this process runs for the service.
+
+        False for a service that is not stored in a database.
+        """
 
 
 class IScheduledTaskService(ITaskService):
@@ -293,6 +328,22 @@ class IScheduledTaskService(ITaskService):
     def upgrade(now=None):
         """Bring data of an older layout up to date; True if it did."""
 
+    def jobCounts():
+        """The number of jobs by (status, task), as a dict. It costs the
+        same at any number of jobs, once the counts are complete."""
+
+    def countJobs(status=None, task=None):
+        """How many jobs have ``status`` and ``task`` (None: any)."""
+
+    def countsComplete():
+        """Whether every job is counted. A service stored by an older
+        layout counts its jobs one by one until `buildCounts` is done."""
+
+    def buildCounts(limit=1000):
+        """Count up to ``limit`` jobs that an older layout did not count;
+        return how many it went through (0 once all are counted). Call it
+        in transactions of its own while workers run."""
+
 
 class IOutcome(Interface):
     """The outcome of one run of a job, kept apart from the job.
@@ -385,6 +436,15 @@ class IJobMissed(IJobEvent):
 
     count = Attribute("How many scheduled times were missed.")
     action = Attribute("What was done about them.")
+
+
+class ITaskStub(ITask):
+    """A task for tests, looked up by `zodbtasks.testing.TaskServiceStub`.
+
+    A test registers stand-ins for the real tasks under this interface; a
+    stub service then runs them and never the real ones. (Since it extends
+    `ITask`, an ordinary service sees them too.)
+    """
 
 
 class IRunMiddleware(Interface):

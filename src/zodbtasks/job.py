@@ -213,6 +213,10 @@ class Lease(persistent.Persistent):
     #: Where the job waited before it was claimed, to give back a claim that
     #: never started: (index name, key, why it waited, when it was due).
     place = None
+    #: Set when the lease was taken from its worker (it expired, or the job
+    #: was cancelled), so that a worker whose view of the database lags
+    #: cannot renew or start it: their writes of the lease conflict.
+    revoked = False
 
     def __init__(self, token, worker, expires, claimed=None, started=None,
                  place=None):
@@ -230,7 +234,10 @@ class Lease(persistent.Persistent):
     def _p_resolveConflict(self, old, committed, new):
         # A heartbeat (which moves ``expires`` on) and the commit that says
         # the run began (``started``) may write a lease at once: keep both.
-        # Any other difference is a real conflict.
+        # Any other difference is a real conflict, above all a revocation:
+        # it was decided on a view that the other commit made stale.
+        if committed.get('revoked') or new.get('revoked'):
+            raise ValueError('a revoked lease was written meanwhile')
         merged = dict(new)
         for name in set(old) | set(committed) | set(new):
             if name in ('expires', 'started'):
@@ -273,6 +280,7 @@ class Job(persistent.Persistent):
     expires = None        # when a finished job is removed (see ``ttl``)
     target = None         # the persistent object whose method is the task
     _why = None           # why it waits in the schedule (see the service)
+    _counted = None       # (status, task) the service counts it as
     _replayFrom = None
     # The options, see JOB_OPTIONS.
     leaseSeconds = None

@@ -1,7 +1,10 @@
 """Paths of services in a database: from the root to the object, and back.
 
 A service is named by the keys that lead to it from the database root,
-``'app/tasks'`` or ``('app', 'tasks')``.
+``'app/tasks'`` or ``('app', 'tasks')``. A processor also accepts a path from
+the application root, the database root's ``Application`` item, as the
+reference packages' processors did (``['tasks']`` for
+``root['Application']['tasks']``); see `findService` for which one wins.
 """
 
 
@@ -26,6 +29,9 @@ def splitPath(path):
 #: The path key that steps from a site to its site manager.
 SITE_MANAGER = '++etc++site'
 
+#: The database root's key of a Zope application root.
+APPLICATION = 'Application'
+
 
 def traverse(root, keys):
     """The object at ``keys`` below ``root``; KeyError names what is missing.
@@ -48,6 +54,35 @@ def traverse(root, keys):
                     key, '/'.join(keys[:depth]))) from None
     return obj
 
+
+def findService(root, keys):
+    """The object at the service path ``keys``: below the database root
+    ``root``, or else below the application root ``root['Application']``.
+
+    The database root wins: when both ``root['tasks']`` and
+    ``root['Application']['tasks']`` exist, ``('tasks',)`` is the first,
+    and the second is ``('Application', 'tasks')``. The application root is
+    only tried for a path that leads nowhere from the database root, so a
+    path that works today keeps meaning the same object when an item is
+    added to either. Raises KeyError naming the path when neither has it.
+    """
+    try:
+        return traverse(root, keys)
+    except KeyError as error:
+        missing = error
+    if keys[:1] != (APPLICATION,):
+        try:
+            application = root[APPLICATION]
+        except (KeyError, TypeError):
+            pass
+        else:
+            try:
+                return traverse(application, keys)
+            except KeyError:
+                pass
+    raise KeyError('no service at %r: not below the database root (%s) '
+                   'nor below its %r item'
+                   % ('/'.join(keys), missing.args[0], APPLICATION)) from None
 
 
 def findServicePath(service, depth=4, limit=10000):

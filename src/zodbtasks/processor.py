@@ -71,6 +71,7 @@ import zope.event
 from transaction.interfaces import DoomedTransaction
 from transaction.interfaces import TransientError
 
+from zodbtasks import interfaces
 from zodbtasks import writes
 from zodbtasks.context import appendLog
 from zodbtasks.heartbeats import Claim
@@ -79,9 +80,10 @@ from zodbtasks.interfaces import LeaseLost
 from zodbtasks.interfaces import TaskMissing
 from zodbtasks.middleware import check_middlewares
 from zodbtasks.paths import SITE_MANAGER  # noqa: F401 (the old home)
+from zodbtasks.paths import findService
 from zodbtasks.paths import findServicePath  # noqa: F401
 from zodbtasks.paths import splitPath
-from zodbtasks.paths import traverse
+from zodbtasks.paths import traverse  # noqa: F401 (the old home)
 from zodbtasks.recorder import DEFAULT_LIMIT
 from zodbtasks.recorder import Unrecorded
 from zodbtasks.service import Outcome
@@ -92,8 +94,15 @@ from zodbtasks.threads import stopAll  # noqa: F401
 from zodbtasks.threads import stopProcessing  # noqa: F401
 
 log = logging.getLogger('zodbtasks.processor')
-#: One line per finished job goes to this logger, at INFO level.
+#: One line per finished job goes to this logger, at INFO level, when the
+#: processor's ``logJobs`` is true.
 jobLog = logging.getLogger('zodbtasks.jobs')
+
+#: Seconds that code written for the reference packages sleeps to let a
+#: processor thread start or stop (their tests do). zodbtasks does not need
+#: it: `startProcessing` returns with the thread started, `stopProcessing`
+#: once it ended (or its timeout passed).
+THREAD_STARTUP_WAIT = 0.05
 
 _HOST = socket.gethostname()
 _GAVE_UP = object()      # what `SimpleProcessor._transact` returns then
@@ -160,9 +169,11 @@ class SimpleProcessor:
     default ``'auto'``, a third of the lease; None or 0: only when tasks
     call ``heartbeat()``), ``spread`` (take queued jobs from the heads of
     random lanes, roughly in order, so that workers claiming at once rarely
-    want the same job; default False: the oldest first), ``middlewares``
-    (callables around every run, before the registered ones; see
-    `zodbtasks.middleware`).
+    want the same job; default False: the oldest first), ``logJobs`` (one
+    INFO line per finished job on the ``zodbtasks.jobs`` logger; default
+    False, as the reference processors logged none; the ``zodbtasks
+    worker`` command turns it on), ``middlewares`` (callables around every
+    run, before the registered ones; see `zodbtasks.middleware`).
 
     Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
     0.01), the loop claims up to ``batch`` jobs (64) in one transaction,
@@ -186,7 +197,7 @@ class SimpleProcessor:
                  heartbeatInterval='auto', transactionManager=None, batch=64,
                  batchBelow=0.01, spread=False, groupOutcomes=True,
                  settleWithin=0.2, linger=0.02, maxUnrecorded=DEFAULT_LIMIT,
-                 middlewares=()):
+                 logJobs=False, middlewares=()):
         self.db = db
         #: Callables around every run, before the registered ones (see
         #: `zodbtasks.middleware`).
@@ -208,6 +219,7 @@ class SimpleProcessor:
         self.spread = spread
         self.groupOutcomes = groupOutcomes
         self.linger = linger
+        self.logJobs = logJobs
         self._batch = 1
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -370,8 +382,9 @@ class SimpleProcessor:
         return conn, tm
 
     def service(self, conn):
-        """The service, found by its path from ``conn``'s root."""
-        return traverse(conn.root(), self.servicePath)
+        """The service, found by its path from ``conn``'s root (or from the
+        application root below it; see `zodbtasks.paths.findService`)."""
+        return findService(conn.root(), self.servicePath)
 
     def _read(self, func):
         conn, tm = self._open()
@@ -546,7 +559,7 @@ class SimpleProcessor:
         try:
             method(claim.jobid, claim.token, now)
         except LeaseLost:
-            self._beats.drop(claim)
+            self._beats.lose(claim)
 
     def _claimJobs(self, service, now, count, start):
         if not count:
@@ -677,12 +690,18 @@ class SimpleProcessor:
         """Count a recorded run and say its line (or its loss)."""
         with self._lock:
             self.stats[run.status or 'lost'] += 1
-        if run.status is None:
+        if run.status is None or not self.logJobs:
             return
         outcome = run.outcome
-        said(logging.INFO, 'job %s %s %s in %.3fs (attempt %d)%s', run.jobid,
-             run.task, run.status, run.seconds or 0.0, run.attempts,
-             ': ' + outcome.error if outcome.failed else '', logger=jobLog)
+        seconds = run.seconds or 0.0
+        if not outcome.failed:
+            said(logging.INFO, 'job %s %s completed in %.3f s (attempt %d)',
+                 run.jobid, run.task, seconds, run.attempts, logger=jobLog)
+        else:
+            said(logging.INFO, 'job %s %s failed after %.3f s%s (attempt %d): '
+                 '%s', run.jobid, run.task, seconds,
+                 ', retrying' if run.status == interfaces.RETRYING else '',
+                 run.attempts, outcome.error, logger=jobLog)
 
     # -- heartbeats and time-outs ----------------------------------------------
 
@@ -764,6 +783,12 @@ class SimpleProcessor:
 
     # -- running a claimed job ------------------------------------------------
 
+    def _lostBeforeRun(self, claim, why):
+        log.info('dropped job %s before running it: %s', claim.jobid, why)
+        with self._lock:
+            self.stats['lost'] += 1
+        return None
+
     def _runJob(self, claim, group=False, flush=True):
         """Run a claimed job; return its `_Run` or None.
 
@@ -773,18 +798,22 @@ class SimpleProcessor:
         until then); with ``flush``, such a step follows at once when
         ``maxUnrecorded`` outcomes wait.
         """
+        if claim.lost:
+            return self._lostBeforeRun(claim, 'its lease is gone')
         if self.clock() >= claim.expires - claim.length / 2:
             try:
                 expires = self._heartbeat(claim.jobid, claim.token)
             except LeaseLost as error:
-                self._beats.drop(claim)
-                log.info('dropped job %s before running it: %s',
-                         claim.jobid, error)
-                with self._lock:
-                    self.stats['lost'] += 1
-                return None
+                self._beats.lose(claim)
+                return self._lostBeforeRun(claim, error)
             if expires is not None:
                 claim.expires = expires
+            elif self.clock() >= claim.expires:
+                # Not renewed, and over by our clock: another worker may
+                # hold the job by now.
+                self._beats.lose(claim)
+                return self._lostBeforeRun(claim, 'its lease ran out and '
+                                           'could not be renewed')
         if group:
             self._recordToLimit()
         self._beats.hold(claim)
@@ -988,10 +1017,17 @@ class MultiProcessor(SimpleProcessor):
                              % (maxThreads,))
         self.maxThreads = maxThreads
         self._busy = 0
+        self._pool = ()
 
     @property
     def threadsBusy(self):
         return self._busy
+
+    @property
+    def threads(self):
+        """The threads of the pool that run jobs, a list: empty while the
+        loop does not run (the reference processor's attribute)."""
+        return [thread for thread in self._pool if thread.is_alive()]
 
     def _loop(self):
         work = queue.Queue()
@@ -999,6 +1035,7 @@ class MultiProcessor(SimpleProcessor):
                  for n in range(self.maxThreads)]
         pool = [threading.Thread(target=self._work, args=(work,),
                                  name=name, daemon=True) for name in names]
+        self._pool = tuple(pool)
         for thread in pool:
             thread.start()
         try:

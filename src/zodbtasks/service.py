@@ -35,6 +35,14 @@ BTree (see `zodbtasks._trees` for why splits matter):
     ``clean`` costs what it removes.
 ``_expiry``
     LLBTree, expiry key -> job id: finished jobs with a time to live.
+``_counts``
+    16 `zodbtasks.counts.Counts`, (status, task) -> number of jobs: each
+    connection writes its changes to one of them, and concurrent changes
+    to one are added up, so that counts never make claims conflict. Each
+    job remembers what it is counted as (``_counted``). A service of an
+    older layout counts its jobs in bounded batches (`buildCounts`, the
+    ``zodbtasks upgrade`` command); ``_countBuild`` says how far it got,
+    and is None once every job is counted.
 
 Each job remembers which index holds it and under which key.
 
@@ -47,6 +55,7 @@ conflict, and a conflict never forces a task to run twice for bookkeeping.
 import heapq
 import importlib
 import itertools
+import logging
 import math
 import pickle
 import random
@@ -63,6 +72,7 @@ from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 from zope.interface import implementer
 
+from zodbtasks import counts as _counting
 from zodbtasks import events
 from zodbtasks import interfaces
 from zodbtasks._trees import ShardedMapping
@@ -85,11 +95,13 @@ from zodbtasks.middleware import run_task as runTask
 from zodbtasks.task import Retry
 from zodbtasks.task import TaskError
 
+_log = logging.getLogger('zodbtasks')
+
 #: Job ids are drawn from [1, MAX_JOB_ID]: random, and exact in JSON.
 MAX_JOB_ID = 2 ** 53 - 1
 
 #: The current layout of a service's data.
-LAYOUT = 2
+LAYOUT = 3
 
 #: How many failures a job remembers.
 KEEP_FAILURES = 10
@@ -128,6 +140,11 @@ def _timeKey(seconds):
 
 def _randomKey():
     return random.getrandbits(63)
+
+
+def _waiting(job):
+    """The status of a repeating or delayed job waiting for its time."""
+    return interfaces.CRONJOB if job.delay is None else interfaces.DELAYED
 
 
 def _repeats(job):
@@ -211,6 +228,37 @@ def _trusted(prefixes, module):
         module == p or module.startswith(p + '.') for p in prefixes)
 
 
+class _ProcessorFactory:
+    """``TaskService.processorFactory``: the processor class that
+    `startProcessing` runs, `zodbtasks.processor.SimpleProcessor` unless a
+    service is given another, as in the reference package.
+
+    The default is imported when it is first asked for: the processor
+    module imports this one, so this one must not import it when it loads.
+    """
+
+    def __get__(self, service, owner=None):
+        if service is not None:
+            service._p_activate()
+            chosen = service.__dict__.get('processorFactory')
+            if chosen is not None:
+                return chosen
+        from zodbtasks.processor import SimpleProcessor
+        return SimpleProcessor
+
+    def __set__(self, service, factory):
+        if factory is not None and not callable(factory):
+            raise TypeError('processorFactory is a processor class (or a '
+                            'callable that makes one) or None for the '
+                            'default, not %r' % (factory,))
+        service._p_activate()
+        if factory is None:
+            service.__dict__.pop('processorFactory', None)
+        else:
+            service.__dict__['processorFactory'] = factory
+        service._p_changed = True
+
+
 @implementer(interfaces.IScheduledTaskService)
 class TaskService(persistent.Persistent):
     """A persistent queue and scheduler of jobs; see `ITaskService`."""
@@ -229,9 +277,10 @@ class TaskService(persistent.Persistent):
     missingTaskDelay = _Duration(10)
     #: ... and the job fails after this many seconds without such a worker.
     missingTaskTimeout = _Duration(3600)
-    #: The processor class that `startProcessing` starts (None: the
-    #: processor module's default) and the keyword arguments it gets.
-    processorFactory = None
+    #: The processor class that `startProcessing` starts (setting None
+    #: goes back to the default, `SimpleProcessor`) and the keyword
+    #: arguments it gets.
+    processorFactory = _ProcessorFactory()
     processorArguments = {'waitTime': 1.0}
     #: The modules (names or prefixes: ``'myapp'`` covers ``myapp.tasks``)
     #: whose functions, by dotted name, and whose classes' methods may be
@@ -241,9 +290,15 @@ class TaskService(persistent.Persistent):
     #: layout (such as a converted z3c.taskqueue service) has the class's 0
     #: and is upgraded by its first tick; see `zodbtasks.migration`.
     _layout = 0
+    #: The counts by status and task, and the counting of the jobs of an
+    #: older layout (see the module's docstring).
+    _counts = None
+    _countBuild = None
 
     def __init__(self):
         self._layout = LAYOUT
+        self._counts = tuple(_counting.Counts()
+                             for _ in range(_counting.SHARDS))
         self.jobs = ShardedMapping()
         self._queue = tuple(_newLane(n) for n in range(_LANES))
         self._scheduled = LLBTree()
@@ -307,7 +362,7 @@ class TaskService(persistent.Persistent):
         job = Job(self._newId(), name, input, created=now)
         self._store(job, target, options)
         if startLater:
-            job.status = interfaces.STARTLATER
+            self._setStatus(job, interfaces.STARTLATER)
         else:
             self._enqueue(job, now)
             _notify(events.JobQueued, self, job, now)
@@ -327,7 +382,7 @@ class TaskService(persistent.Persistent):
         job.id = self._newId()
         self._store(job, target, options)
         if startLater:
-            job.status = interfaces.STARTLATER
+            self._setStatus(job, interfaces.STARTLATER)
         else:
             self._index(_UNPLACED, job, _randomKey())
             _notify(events.JobQueued, self, job, now)
@@ -409,6 +464,112 @@ class TaskService(persistent.Persistent):
             job.target = target
         while not self.jobs.insert(job.id, job):
             job.id = self._newId()
+        self._recount(job)
+
+    # -- counts --------------------------------------------------------------
+
+    def _setStatus(self, job, status):
+        job.status = status
+        self._recount(job)
+
+    def _recount(self, job, gone=False):
+        """Count ``job`` as what it is now (or, ``gone``, no more).
+
+        A job is counted once it says what it is counted as (``_counted``).
+        Jobs stored by an older layout are counted by `buildCounts`; a
+        change to one before that counts it here. Either way the job is
+        written, so that a batch and a change of the same job conflict
+        rather than both count it.
+        """
+        shards = self._counts
+        if shards is None:
+            return      # an old layout, until its upgrade
+        now = None if gone else (job.status, job.task)
+        was = job._counted
+        if gone and self._countBuild is not None:
+            job._p_changed = True
+        if was == now:
+            return
+        shard = shards[self._countShard()]
+        if was is not None:
+            shard.add(was, -1)
+        if now is not None:
+            shard.add(now, 1)
+        job._counted = now
+
+    def _countShard(self):
+        shard = getattr(self, '_v_countShard', None)
+        if shard is None:
+            shard = self._v_countShard = random.randrange(_counting.SHARDS)
+        return shard
+
+    def countsComplete(self):
+        """Whether every job is counted (see `buildCounts`)."""
+        return self._counts is not None and self._countBuild is None
+
+    def jobCounts(self):
+        """{(status, task): number of jobs}, from the counts kept: O(1).
+
+        Before the counts of an older layout are complete, the jobs are
+        counted one by one instead.
+        """
+        if self.countsComplete():
+            return _counting.total(self._counts)
+        found = {}
+        for job in self.jobs.values():
+            key = (job.status, job.task)
+            found[key] = found.get(key, 0) + 1
+        return found
+
+    def countJobs(self, status=None, task=None):
+        """How many jobs have ``status`` and ``task`` (None: any)."""
+        if status is not None and status not in interfaces.STATUSES:
+            raise ValueError('status must be one of %s, not %r'
+                             % (', '.join(interfaces.STATUSES), status))
+        return sum(n for (s, t), n in self.jobCounts().items()
+                   if status in (None, s) and task in (None, t))
+
+    def buildCounts(self, limit=1000):
+        """Count up to ``limit`` jobs of an older layout that are not
+        counted yet; return how many it counted (0: all are counted).
+
+        Each call is meant for a transaction of its own: claims and runs go
+        on meanwhile, and a commit that conflicts with one is retried.
+        """
+        if not isinstance(limit, int) or isinstance(limit, bool) \
+                or limit < 1:
+            raise ValueError('limit must be a whole number of jobs, 1 or '
+                             'more, not %r' % (limit,))
+        self._current(None)
+        build = self._countBuild
+        if build is None:
+            return 0
+        shard = self._counts[self._countShard()]
+        n = 0
+        last = None
+        for jobid, job in self.jobs.items(min=build.next):
+            if n == limit:
+                break
+            if job._counted is None:
+                key = (job.status, job.task)
+                shard.add(key, 1)
+                job._counted = key
+            n += 1
+            last = jobid
+        if n < limit:
+            self._countBuild = None       # every job is counted
+        else:
+            build.next = last + 1
+            build.counted += n
+        return n
+
+    def _startCounting(self):
+        """Give a service of an older layout its counts; the jobs are
+        counted by `buildCounts`."""
+        if self._counts is None:
+            self._counts = tuple(_counting.Counts()
+                                 for _ in range(_counting.SHARDS))
+            self._countBuild = _counting.CountBuild()
 
     # -- the indexes -------------------------------------------------------
 
@@ -460,7 +621,7 @@ class TaskService(persistent.Persistent):
             job._index = job._indexKey = None
 
     def _enqueue(self, job, now, front=False):
-        job.status = interfaces.QUEUED
+        self._setStatus(job, interfaces.QUEUED)
         lane = random.getrandbits(_LANE_BITS)
         order = (random.getrandbits(_ORDER_SHIFT) if front
                  else self._orderKey(now))
@@ -526,7 +687,7 @@ class TaskService(persistent.Persistent):
                 self._finish(job, interfaces.COMPLETED, now)
 
     def _finish(self, job, status, now):
-        job.status = status
+        self._setStatus(job, status)
         self._finished[status].insert(job.id)
         ttl = job.ttl if job.ttl is not None else self.resultTTL
         if ttl is not None:
@@ -545,14 +706,14 @@ class TaskService(persistent.Persistent):
 
     def startJob(self, jobid, now=None):
         now = self._now(now)
+        if self._job(jobid).status != interfaces.STARTLATER:
+            # As in the reference package: a question answered, nothing
+            # written (not even an upgrade of old data).
+            return False
         self._current(now)
         job = self._job(jobid)
-        if job.status != interfaces.STARTLATER:
-            raise ValueError('job %r is %r, not waiting to start (%r)'
-                             % (jobid, job.status, interfaces.STARTLATER))
         if isinstance(job, CronJob):
-            job.status = (interfaces.CRONJOB if job.delay is None
-                          else interfaces.DELAYED)
+            self._setStatus(job, _waiting(job))
             self._index(_UNPLACED, job, _randomKey())
         else:
             self._enqueue(job, now)
@@ -586,6 +747,8 @@ class TaskService(persistent.Persistent):
         job.scheduledFor = None
         job.paused = False
         # A worker running it loses its lease: what it records is refused.
+        if job.lease is not None:
+            job.lease.revoked = True
         job.lease = None
         self._finish(job, interfaces.CANCELLED, now)
         _notify(events.JobCancelled, self, job, now)
@@ -613,7 +776,7 @@ class TaskService(persistent.Persistent):
                                  'cannot be paused' % (jobid,))
         elif job.status != interfaces.PAUSED:
             job.pausedFrom = job.status
-            job.status = interfaces.PAUSED
+            self._setStatus(job, interfaces.PAUSED)
         self._unindex(job)
         job.waitingRun = False
         job.paused = True
@@ -634,7 +797,7 @@ class TaskService(persistent.Persistent):
             self._placeAfter(job, now)
             return
         status, job.pausedFrom = job.pausedFrom, None
-        job.status = status
+        self._setStatus(job, status)
         if status == interfaces.QUEUED:
             self._enqueue(job, now)
         elif status == interfaces.CRONJOB:
@@ -689,8 +852,7 @@ class TaskService(persistent.Persistent):
         job.expires = None
         job.retried = 0
         if isinstance(job, CronJob):
-            job.status = (interfaces.CRONJOB if job.delay is None
-                          else interfaces.DELAYED)
+            self._setStatus(job, _waiting(job))
             self._schedule(job, now, _NOW)
         else:
             self._enqueue(job, now, front=True)
@@ -707,6 +869,14 @@ class TaskService(persistent.Persistent):
         self._current(None)
         for name in status:
             ids = self._finished[name]
+            if self._countBuild is not None:
+                for jobid in ids:
+                    self._recount(self.jobs[jobid], gone=True)
+            elif self._counts is not None:
+                # All jobs of the status go: take its counts to zero (a
+                # concurrent change to them still adds up, see Counts).
+                for shard in self._counts:
+                    shard.clear(name)
             for jobid in list(ids):
                 del self.jobs[jobid]
             ids.clear()
@@ -732,6 +902,7 @@ class TaskService(persistent.Persistent):
             if job is None or job.status not in interfaces.FINISHED:
                 continue              # cleaned away already
             self._finished[job.status].remove(job.id)
+            self._recount(job, gone=True)
             del self.jobs[job.id]
             removed += 1
         return removed
@@ -752,20 +923,32 @@ class TaskService(persistent.Persistent):
         """Start a processor thread for this service (stored in a database).
 
         ``path`` is the slash-separated path of keys from the database root
-        to this service; without it the processor looks the service up.
+        to this service; without it the processor looks the service up. A
+        service not stored in a database yet is not processed: nothing
+        happens but a warning, as the reference package did nothing.
         """
-        from zodbtasks import threads as processor
-        processor.startProcessing(self, path)
+        if self._p_jar is None:
+            _log.warning('not processing %r: it is not stored in a database '
+                         'yet (add it and commit first)', self)
+            return
+        from zodbtasks import threads
+        threads.startProcessing(self, path)
 
     def stopProcessing(self):
-        """Stop this service's processor thread after the job in hand."""
-        from zodbtasks import threads as processor
-        processor.stopProcessing(self)
+        """Stop this service's processor thread after the job in hand; do
+        nothing when none runs."""
+        if self._p_jar is None:
+            return
+        from zodbtasks import threads
+        threads.stopProcessing(self)
 
     def isProcessing(self):
-        """Whether a processor thread runs for this service."""
-        from zodbtasks import threads as processor
-        return processor.isProcessing(self)
+        """Whether a processor thread runs for this service (False for a
+        service that is not stored in a database)."""
+        if self._p_jar is None:
+            return False
+        from zodbtasks import threads
+        return threads.isProcessing(self)
 
     # -- running jobs ------------------------------------------------------
 
@@ -1009,22 +1192,21 @@ class TaskService(persistent.Persistent):
         if delay is not None:
             when = max(when, now + delay)
         if job.paused:
-            job.status = interfaces.PAUSED
+            self._setStatus(job, interfaces.PAUSED)
             job.pausedFrom = (interfaces.CRONJOB if _repeats(job)
                               else interfaces.QUEUED)
             job.scheduledFor = when if isinstance(job, CronJob) else None
         elif isinstance(job, CronJob):
-            job.status = (interfaces.CRONJOB if job.delay is None
-                          else interfaces.DELAYED)
+            self._setStatus(job, _waiting(job))
             self._schedule(job, when, why)
         elif why is _RETRY:
-            job.status = interfaces.RETRYING
+            self._setStatus(job, interfaces.RETRYING)
             self._schedule(job, when, why)
         elif delay is not None:
-            job.status = interfaces.QUEUED
+            self._setStatus(job, interfaces.QUEUED)
             self._schedule(job, when, _NOW)
         else:
-            job.status = interfaces.QUEUED
+            self._setStatus(job, interfaces.QUEUED)
             if name == _QUEUE:
                 self._index(_QUEUE, job, key)
             else:
@@ -1070,7 +1252,7 @@ class TaskService(persistent.Persistent):
     def _checkLease(self, job, token):
         lease = job.lease
         if (job.status != interfaces.PROCESSING or lease is None
-                or lease.token != token):
+                or lease.token != token or lease.revoked):
             raise LeaseLost('job %r is no longer held under lease %r (it is '
                             '%r)' % (job.id, token, job.status))
         return lease
@@ -1111,6 +1293,7 @@ class TaskService(persistent.Persistent):
                 self._indexLease(lease, job.id, key & _LEASE_SHARD_MASK)
                 continue
             del leases[key]
+            lease.revoked = True
             worker = lease.worker or '(unnamed)'
             if lease.started is None:
                 appendLog(job, 'the worker %s let its claim on this job '
@@ -1121,11 +1304,11 @@ class TaskService(persistent.Persistent):
             message = ('the worker %s lost its lease on this job at %s'
                        % (worker, lease.expires))
             job.lostLeases += 1
-            limit = job.maxLostLeases
-            if not job.atMostOnce and limit is not None \
-                    and job.lostLeases >= limit:
+            most = job.maxLostLeases
+            if not job.atMostOnce and most is not None \
+                    and job.lostLeases >= most:
                 message += ('; runs of this job lost their lease %d times '
-                            '(maxLostLeases is %d)' % (job.lostLeases, limit))
+                            '(maxLostLeases is %d)' % (job.lostLeases, most))
             if job.atMostOnce or message.endswith(')'):
                 job.error, job.traceback = message, None
                 job.completed = now
@@ -1135,15 +1318,14 @@ class TaskService(persistent.Persistent):
             job.lease = None
             appendLog(job, message + '; it runs again')
             if job.paused:
-                job.status = interfaces.PAUSED
+                self._setStatus(job, interfaces.PAUSED)
                 job.pausedFrom = (interfaces.CRONJOB if _repeats(job)
                                   else interfaces.QUEUED)
             elif isinstance(job, CronJob):
                 # The lost run is due again at once; a repeating job's
                 # schedule goes on from there.
                 self._unindex(job)
-                job.status = (interfaces.CRONJOB if job.delay is None
-                              else interfaces.DELAYED)
+                self._setStatus(job, _waiting(job))
                 self._schedule(job, now, _NOW)
             else:
                 self._enqueue(job, now, front=True)
@@ -1159,9 +1341,15 @@ class TaskService(persistent.Persistent):
             return False
         if self._layout == 1:
             self._upgradeFromLayout1()
-        else:
+        elif self._layout == 0:
             from zodbtasks import migration
             migration.upgrade(self, self._now(now))
+        # From layout 2: lease trees get their placeholder, and counting
+        # begins (the jobs are counted by `buildCounts`, in batches).
+        for tree in self._leases:
+            if 0 not in tree:
+                tree[0] = _PLACEHOLDER
+        self._startCounting()
         self._layout = LAYOUT
         return True
 
@@ -1291,7 +1479,7 @@ class TaskService(persistent.Persistent):
 
     def _startRun(self, job, now, due=None, following=_UNKNOWN):
         job.runDue = due
-        job.status = interfaces.PROCESSING
+        self._setStatus(job, interfaces.PROCESSING)
         job.claimed = job.started = now
         job.attempts += 1
         job.progress = None
@@ -1334,11 +1522,10 @@ class TaskService(persistent.Persistent):
         return True
 
     def process(self, now=None):
+        # Returns None, as the reference package's did.
         now = self._now(now)
-        count = 0
         while self.processNext(now):
-            count += 1
-        return count
+            pass
 
     def _transaction(self):
         # The connection may use its own transaction manager, not the
@@ -1477,15 +1664,15 @@ class TaskService(persistent.Persistent):
         if _repeats(job):
             if job.paused:
                 self._unindex(job)
-                job.status, job.pausedFrom = interfaces.PAUSED, \
-                    interfaces.CRONJOB
+                self._setStatus(job, interfaces.PAUSED)
+                job.pausedFrom = interfaces.CRONJOB
                 return
             if job.waitingRun:
                 job.waitingRun = False
                 self._unindex(job)
                 self._schedule(job, now)
             if job.scheduledFor is not None:
-                job.status = interfaces.CRONJOB
+                self._setStatus(job, interfaces.CRONJOB)
                 return
         elif isinstance(job, CronJob):
             job.scheduledFor = None
@@ -1505,9 +1692,9 @@ class TaskService(persistent.Persistent):
                 return False
             self._unindex(job)
             self._schedule(job, due, _RETRY)
-            job.status = interfaces.CRONJOB
+            self._setStatus(job, interfaces.CRONJOB)
         else:
-            job.status = interfaces.RETRYING
+            self._setStatus(job, interfaces.RETRYING)
             self._schedule(job, due, _RETRY)
         job.retried += 1
         _notify(events.JobRetried, self, job, now, error=job.error, due=due)
@@ -1659,3 +1846,12 @@ def _importDotted(name):
     except ImportError:
         return None
     return found if callable(found) else None
+
+
+def __getattr__(name):
+    # lovely.remotetask's autostart lived in its service module; ours is in
+    # `zodbtasks.startup`, imported on first use as it imports this module.
+    if name in ('getAutostartServiceNames', 'bootStrapSubscriber'):
+        from zodbtasks import startup
+        return getattr(startup, name)
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

@@ -3,29 +3,85 @@
 `TaskService.startProcessing` runs a processor in a daemon thread of the
 process it is called in; one per service and database. The threads are
 stopped at exit, after the jobs in hand.
+
+A thread is known by the service's object id in its database, not by its
+path, so that a service answers `isProcessing` without searching for itself,
+however it was started. Threads are named as in the reference packages,
+``remotetasks.`` and the service's path from the application root joined
+with dots (``remotetasks.site1.++etc++site.default.tasks``), and the start
+and stop log lines are theirs too (``starting service tasks``, on the
+``zodbtasks`` logger): code and monitoring written for them keep working.
 """
 import atexit
 import logging
 import threading
 
+from zodbtasks.paths import APPLICATION
 from zodbtasks.paths import findServicePath
 from zodbtasks.paths import splitPath
 
-log = logging.getLogger('zodbtasks.processor')
+log = logging.getLogger('zodbtasks')
 
+#: The prefix of the names of processor threads (the reference packages').
+THREAD_PREFIX = 'remotetasks.'
 
-_registry = {}          # (db, path) -> (processor, thread)
+_registry = {}          # (db, oid) -> _Entry
 _registryLock = threading.Lock()
 _atexitRegistered = False
 
 
-def _key(service, path=None):
-    jar = service._p_jar
-    if jar is None:
-        raise ValueError('the service is not stored in a database: add it '
-                         'and commit before starting to process its jobs')
-    keys = splitPath(path) if path is not None else findServicePath(service)
-    return jar.db(), keys
+class _Entry:
+    __slots__ = ('processor', 'thread', 'keys')
+
+    def __init__(self, processor, thread, keys):
+        self.processor = processor
+        self.thread = thread
+        self.keys = keys
+
+    def running(self):
+        # A thread not started yet (ident None) is about to run.
+        return ((self.thread.ident is None or self.thread.is_alive())
+                and not self.processor._stopRequested)
+
+
+def serviceName(keys):
+    """How a service at ``keys`` is named in log lines and thread names:
+    its path from the application root, joined with dots.
+
+    >>> serviceName(('Application', 'site1', '++etc++site', 'default', 't'))
+    'site1.++etc++site.default.t'
+    >>> serviceName(('tasks',))
+    'tasks'
+    """
+    keys = tuple(keys)
+    if len(keys) > 1 and keys[0] == APPLICATION:
+        keys = keys[1:]
+    return '.'.join(keys)
+
+
+def _database(service):
+    jar = getattr(service, '_p_jar', None)
+    return None if jar is None else jar.db()
+
+
+def _find(service, path=None):
+    """The registry key and entry of ``service``'s thread, or (None, None).
+
+    Without ``path`` the thread is the one started for the service object;
+    with it, the one started for that path.
+    """
+    db = _database(service)
+    if db is None:
+        return None, None
+    keys = splitPath(path) if path is not None else None
+    with _registryLock:
+        for key, entry in _registry.items():
+            if key[0] is not db:
+                continue
+            if (entry.keys == keys if keys is not None
+                    else key[1] == service._p_oid):
+                return key, entry
+    return None, None
 
 
 def startProcessing(service, path=None):
@@ -33,26 +89,36 @@ def startProcessing(service, path=None):
 
     The processor is ``service.processorFactory`` (default
     `SimpleProcessor`) called with the database, the path and
-    ``service.processorArguments``. Returns the processor.
+    ``service.processorArguments``. Returns the processor. Raises
+    ValueError for a service that is not stored in a database.
     """
     global _atexitRegistered
-    db, keys = _key(service, path)
+    db = _database(service)
+    if db is None:
+        raise ValueError('the service is not stored in a database: add it '
+                         'and commit before starting to process its jobs')
+    keys = splitPath(path) if path is not None else findServicePath(service)
     factory = service.processorFactory or _defaultFactory()
     arguments = dict(service.processorArguments or {})
+    key = (db, service._p_oid)
+    name = serviceName(keys)
     with _registryLock:
-        running = _registry.get((db, keys))
-        if running is not None and running[1].is_alive() \
-                and not running[0]._stopRequested:
-            return running[0]
+        entry = _registry.get(key)
+        if entry is not None and entry.running():
+            return entry.processor
         processor = factory(db, keys, **arguments)
         thread = threading.Thread(target=processor, daemon=True,
-                                  name='zodbtasks %s' % '/'.join(keys))
-        _registry[db, keys] = (processor, thread)
+                                  name=THREAD_PREFIX + name)
+        _registry[key] = _Entry(processor, thread, keys)
         if not _atexitRegistered:
             atexit.register(stopAll, 10)
             _atexitRegistered = True
+    # Said before the thread starts, so that it comes before what the
+    # thread logs; outside the lock, as no I/O happens under it.
+    try:
+        log.info('starting service %s', name)
+    finally:
         thread.start()
-    log.info('started %r', processor)
     return processor
 
 
@@ -60,24 +126,25 @@ def stopProcessing(service, path=None, timeout=None):
     """Stop the processor thread of ``service`` after the job in hand.
 
     Waits up to ``timeout`` seconds (None: until the job in hand ends) and
-    returns whether the thread ended. Python threads cannot be interrupted
-    safely, so a second request waits again; a worker *process* (the
-    ``zodbtasks worker`` command) is interrupted by a second signal.
+    returns whether the thread ended; True when there was none. Python
+    threads cannot be interrupted safely, so a second request waits again;
+    a worker *process* (the ``zodbtasks worker`` command) is interrupted by
+    a second signal.
     """
-    db, keys = _key(service, path)
-    with _registryLock:
-        entry = _registry.get((db, keys))
+    key, entry = _find(service, path)
     if entry is None:
         return True
-    return _stop(entry, timeout, (db, keys))
+    if not entry.processor._stopRequested:
+        log.info('stopping service %s', serviceName(entry.keys))
+    return _stop(entry, timeout, key)
 
 
 def _stop(entry, timeout, key):
-    processor, thread = entry
-    processor.stop()
-    if thread is not threading.current_thread():
-        thread.join(timeout)
-    stopped = not thread.is_alive()
+    entry.processor.stop()
+    if entry.thread.ident is not None \
+            and entry.thread is not threading.current_thread():
+        entry.thread.join(timeout)
+    stopped = not entry.thread.is_alive()
     if stopped:
         with _registryLock:
             if _registry.get(key) is entry:
@@ -86,12 +153,12 @@ def _stop(entry, timeout, key):
 
 
 def isProcessing(service, path=None):
-    """Whether a processor thread runs for ``service`` and was not stopped."""
-    db, keys = _key(service, path)
-    with _registryLock:
-        entry = _registry.get((db, keys))
-    return (entry is not None and entry[1].is_alive()
-            and not entry[0]._stopRequested)
+    """Whether a processor thread runs for ``service`` and was not stopped.
+
+    False for a service that is not stored in a database.
+    """
+    _, entry = _find(service, path)
+    return entry is not None and entry.running()
 
 
 def stopAll(timeout=None, db=None):
@@ -99,16 +166,17 @@ def stopAll(timeout=None, db=None):
     with _registryLock:
         entries = [(key, entry) for key, entry in _registry.items()
                    if db is None or key[0] is db]
-    for _, (processor, _thread) in entries:
-        processor.stop()
+    for _, entry in entries:
+        entry.processor.stop()
     return all([_stop(entry, timeout, key) for key, entry in entries])
 
 
 def running():
     """The processors whose threads run, as ((db, path), processor) pairs."""
     with _registryLock:
-        return [(key, entry[0]) for key, entry in _registry.items()
-                if entry[1].is_alive()]
+        return [((key[0], entry.keys), entry.processor)
+                for key, entry in _registry.items()
+                if entry.thread.is_alive()]
 
 
 def _defaultFactory():

@@ -379,3 +379,46 @@ def test_commands_other_than_dashboard_leave_its_web_stack_alone(fs):
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == 'False 0'
+
+
+# -- upgrade ------------------------------------------------------------------
+
+def test_upgrade_counts_an_older_service_in_batches(fs, capsys):
+    from test_counts import fullCount
+    from test_counts import oldLayout
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(fs))
+    with db.transaction() as conn:
+        service = conn.root()['tasks']
+        ids = [service.add('echo', n, now=0) for n in range(120)]
+        for jobid in ids[:20]:
+            service.cancel(jobid, now=0)
+        oldLayout(service)
+    db.close()
+    before = commits(fs)
+    code, out, err = run(capsys, 'upgrade', *on(fs), '--batch', '50')
+    assert code == 0, err
+    assert 'layout upgraded; 120 job(s) counted in 3 batch(es)' in out
+    # One commit for the layout, one per batch.
+    assert commits(fs) - before == 4
+    with Open(fs) as service:
+        assert service.countsComplete()
+        assert service.jobCounts() == fullCount(service) == {
+            ('queued', 'echo'): 100, ('cancelled', 'echo'): 20}
+    code, out, err = run(capsys, 'upgrade', *on(fs), '--json')
+    assert code == 0, err
+    assert json.loads(out) == {'upgraded': False, 'counted': 0,
+                               'batches': 1, 'complete': True}
+
+
+def test_clean_in_batches_keeps_the_counts_right(fs, capsys):
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(fs))
+    with db.transaction() as conn:
+        service = conn.root()['tasks']
+        for n in range(30):
+            service.cancel(service.add('echo', n, now=0), now=0)
+        service.add('echo', 'stays', now=0)
+    db.close()
+    code, out, err = run(capsys, 'clean', *on(fs), '--batch', '7')
+    assert code == 0, err
+    with Open(fs) as service:
+        assert service.jobCounts() == {('queued', 'echo'): 1}

@@ -328,12 +328,12 @@ def loadsFor(path, call):
     try:
         loads = []
         storage = db.storage
-        original = storage.load
+        original = storage.loadBefore
 
-        def counting(oid, version=''):
+        def counting(oid, tid):
             loads.append(oid)
-            return original(oid, version)
-        storage.load = counting
+            return original(oid, tid)
+        storage.loadBefore = counting
         conn = db.open()
         try:
             service = conn.root()['tasks']
@@ -353,8 +353,10 @@ def test_a_count_loads_the_same_few_objects_at_any_size(sizes):
     assert big[1][('cancelled', 'ok')] + big[1][('cancelled', 'fail')] \
         == 30000
     assert sum(big[1].values()) == 100000
-    # The 16 shards, whatever the number of jobs.
-    assert small[0] == big[0] <= counts.SHARDS
+    # The 16 shards, whatever the number of jobs...
+    assert 0 < small[0] == big[0] <= counts.SHARDS
+    # ... where reading every job loads them all (the loads are counted).
+    assert loadsFor(sizes[10000], fullCount)[0] > 10000
 
 
 # -- a service of the layout before, counted in batches ----------------------
@@ -457,3 +459,77 @@ def test_a_bad_batch_size_is_refused(service, limit):
 def test_a_bad_status_is_refused_and_named(service):
     with pytest.raises(ValueError, match="not 'done'"):
         service.countJobs('done')
+
+
+def test_the_status_report_loads_as_much_at_100k_jobs_as_at_10k(sizes):
+    from zodbtasks.admin import _survey
+    small, big = (loadsFor(sizes[n], lambda s: _survey(s, 10, 10))
+                  for n in (10000, 100000))
+    assert big[1][1]['cancelled'] == 30000
+    assert big[1][0]['oldestQueued'] is not None
+    # Counts, the queue's head, the heads of the due and lease indexes:
+    # the same few dozen objects, whatever the number of jobs.
+    assert 0 < big[0] <= small[0] + 5 and big[0] < 100, (small[0], big[0])
+
+
+# -- looking at the queue through its indexes --------------------------------
+
+def test_the_indexes_answer_what_status_shows(service):
+    first = service.add('echo', 1, now=0)
+    service.add('echo', 2, now=1)
+    late = service.addCronJob('echo', delay=10, now=0)
+    later = service.addCronJob('echo', delay=20, now=0)
+    cron = service.addCronJob('echo', interval=60, now=0)
+    service.processNext(now=0)               # places the new cron jobs
+    assert service.oldestQueued().id != first   # the first one ran
+    held = service.claimNextJob(now=5, worker='w', lease=3)
+    assert service.oldestQueued() is None
+    assert [j.id for j in service.overdueJobs(now=25)] == [late, later]
+    assert [j.id for j in service.overdueJobs(now=25, limit=1)] == [late]
+    assert [j.id for j in service.overdueJobs(now=15)] == [late]
+    assert [j.id for j in service.upcomingJobs(now=15)] == [cron]
+    assert [j.id for j in service.upcomingJobs(now=15, repeating=False)] \
+        == [later, cron]
+    assert service.expiredLeases(now=7) == []
+    assert [j.id for j in service.expiredLeases(now=9)] == [held]
+    with pytest.raises(ValueError, match='limit must be'):
+        service.overdueJobs(now=1, limit=-1)
+
+
+def test_remove_takes_away_one_finished_job_and_its_count(service):
+    done = service.add('echo', 1, now=0)
+    waiting = service.add('echo', 2, now=0)
+    service.cancel(done, now=1)
+    with pytest.raises(ValueError, match="is 'queued'; only finished"):
+        service.remove(waiting)
+    assert service.remove(done) is True
+    assert service.remove(done) is False
+    assert done not in service.jobs
+    assert keptCount(service) == fullCount(service) == {('queued', 'echo'): 1}
+
+
+def test_clean_writes_one_shard_so_a_storage_that_merges_nothing_is_fine(
+        tasks):
+    """MappingStorage adds up no concurrent changes: a clean and a run in
+    two connections of one process must not write the same shard."""
+    import ZODB.MappingStorage
+    db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+        service.cancel(service.add('echo', 0, now=0), now=0)
+        service.add('echo', 1, now=0)
+    sides = []
+    for _ in range(2):
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        tm.begin()
+        sides.append((conn.root()['tasks'], tm))
+    sides[0][0].clean('cancelled')
+    assert sides[1][0].processNext(now=1)
+    for service, tm in sides:
+        tm.commit()
+    with db.transaction() as conn:
+        service = conn.root()['tasks']
+        assert keptCount(service) == fullCount(service) == {
+            ('completed', 'echo'): 1}
+    db.close()

@@ -217,29 +217,21 @@ def status(service, args, out):
 
 def _survey(service, now, limit):
     """What ``status`` reports: (the JSON report, the counts, and the rows
-    of its sections: overdue, under expired leases, next runs)."""
-    counts = {s: 0 for s in interfaces.STATUSES}
-    oldest = None
-    overdue, expired, upcoming = [], [], []
-    for job in service.jobs.values():
-        counts[job.status] = counts.get(job.status, 0) + 1
-        if job.status == interfaces.QUEUED:
-            if oldest is None or (job.created or 0) < (oldest.created or 0):
-                oldest = job
-        due = job.scheduledFor
-        if job.status in (interfaces.DELAYED, interfaces.CRONJOB,
-                          interfaces.RETRYING) and due is not None:
-            if due <= now:
-                overdue.append((now - due, job))
-            elif _repeats(job):
-                upcoming.append((due, job))
-        lease = job.lease
-        if job.status == interfaces.PROCESSING and lease is not None \
-                and lease.expires <= now:
-            expired.append((now - lease.expires, job))
-    overdue = sorted(overdue, key=lambda item: -item[0])[:limit]
-    expired = expired[:limit]
-    upcoming = sorted(upcoming, key=lambda item: item[0])[:limit]
+    of its sections: overdue, under expired leases, next runs).
+
+    It reads the service's counts and the heads of its indexes: the cost
+    does not grow with the number of jobs.
+    """
+    counts = dict.fromkeys(interfaces.STATUSES, 0)
+    for (status, task), n in service.jobCounts().items():
+        counts[status] = counts.get(status, 0) + n
+    oldest = service.oldestQueued()
+    overdue = [(now - job.scheduledFor, job)
+               for job in service.overdueJobs(now, limit)]
+    expired = [(now - job.lease.expires, job)
+               for job in service.expiredLeases(now, limit)]
+    upcoming = [(job.scheduledFor, job)
+                for job in service.upcomingJobs(now, limit)]
     report = {
         'now': now, 'paused': service.paused,
         'counts': {s: n for s, n in counts.items() if n},
@@ -568,6 +560,46 @@ def _matching(service, statuses, task=None, before=None):
 
 
 @_batched
+def upgrade(session, args, out, retries=5):
+    """Upgrade the layout, then count the uncounted jobs batch by batch,
+    each batch in a transaction of its own."""
+    service = session.fresh()
+    upgraded = service.upgrade(now=_now(args))
+    session.commit()
+    total = batches = 0
+    while True:
+        for attempt in range(retries):
+            service = session.fresh()
+            try:
+                counted = service.buildCounts(limit=args.batch)
+                complete = service.countsComplete()
+                session.commit()
+            except TransientError:
+                session.tm.abort()
+                if attempt == retries - 1:
+                    raise UsageError('gave up after %d conflicts in a batch; '
+                                     'run upgrade again to go on (%d job(s) '
+                                     'counted so far)' % (retries, total))
+                continue
+            break
+        total += counted
+        batches += 1
+        if complete:
+            break
+        log.info('%d job(s) counted so far', total)
+    if args.json:
+        _dump({'upgraded': upgraded, 'counted': total, 'batches': batches,
+               'complete': True}, out)
+    else:
+        print('service at /%s: %s; %d job(s) counted in %d batch(es); '
+              'counts complete' % (
+                  args.service.strip('/'),
+                  'layout upgraded' if upgraded else 'layout up to date',
+                  total, batches), file=out)
+    return 0
+
+
+@_batched
 def requeue(session, args, out):
     _checkStatus(args.status, (interfaces.ERROR, interfaces.CANCELLED))
     now = _now(args)
@@ -587,18 +619,12 @@ def requeue(session, args, out):
 
 
 def _removeFinished(service, jobid):
-    """Remove one finished job, as ``clean`` and ``purgeExpired`` do.
-
-    This reaches the service's index of finished jobs, which has no public
-    way to remove one job (``clean`` removes every job of a status in one
-    transaction); the queue module of the structure issue will offer it.
-    """
+    """Remove one finished job, if it still is (another process may have
+    changed it meanwhile)."""
     job = service.jobs.get(jobid)
     if job is None or job.status not in interfaces.FINISHED:
         return False
-    service._finished[job.status].remove(jobid)
-    del service.jobs[jobid]
-    return True
+    return service.remove(jobid)
 
 
 @_batched
@@ -915,7 +941,8 @@ def _jobOptions(p):
 def addCommands(commands):
     """Add the operator's subcommands to the ``zodbtasks`` parser."""
     for add in (_lookingCommands, _addingCommands, _cronCommand,
-                _actingCommands, _bulkCommands, _otherCommands):
+                _actingCommands, _bulkCommands, _upgradeCommand,
+                _otherCommands):
         add(commands)
 
 
@@ -1074,6 +1101,19 @@ def _bulkCommands(commands):
                    '90s, 30m, 12h, 7d, 2w')
     bulk(p)
     p.set_defaults(func=_withService(clean, write=True))
+
+
+def _upgradeCommand(commands):
+    p = commands.add_parser(
+        'upgrade', help='bring the data of an older version up to date',
+        description='Upgrade the layout of the service and count the jobs '
+        'that an older version did not count, in batches of commits. '
+        'Workers may run meanwhile; an interrupted upgrade goes on where '
+        'it stopped when run again.')
+    _common(p)
+    p.add_argument('--batch', type=positiveInt, default=BATCH, metavar='N',
+                   help='jobs per transaction (default %d)' % BATCH)
+    p.set_defaults(func=_withService(upgrade, write=True))
 
 
 def _otherCommands(commands):

@@ -34,12 +34,6 @@ class Counts(persistent.Persistent):
             counts.pop(key, None)
         self._p_changed = True
 
-    def clear(self, status):
-        """Take every count of ``status`` to zero."""
-        for key in [key for key in self.counts if key[0] == status]:
-            del self.counts[key]
-        self._p_changed = True
-
     def _p_resolveConflict(self, old, committed, new):
         # Both commits changed counts: apply each one's changes to the
         # other's. Setting a count to zero is a change like any other (it

@@ -396,13 +396,12 @@ class Dashboard:
     # -- reading -----------------------------------------------------------
 
     def _scan(self, service, status=None, task=None, limit=DEFAULT_LIMIT):
-        """Count all jobs by status and pick the newest that match."""
-        counts = dict.fromkeys(STATUS_ORDER, 0)
-        tasks = set()
+        """The counts by status, the task names, and the newest jobs
+        that match (this reads every job: listing indexes are to come)."""
+        counts = _statusCounts(service)
+        tasks = {task for (s, task), n in service.jobCounts().items() if n}
         matching = []
         for job in service.jobs.values():
-            counts[job.status] = counts.get(job.status, 0) + 1
-            tasks.add(job.task)
             if status and job.status != status:
                 continue
             if task and task not in job.task:
@@ -414,9 +413,7 @@ class Dashboard:
 
     def counts(self, request):
         def work(service):
-            counts = dict.fromkeys(STATUS_ORDER, 0)
-            for job in service.jobs.values():
-                counts[job.status] = counts.get(job.status, 0) + 1
+            counts = _statusCounts(service)
             return {'counts': counts, 'total': sum(counts.values()),
                     'paused': bool(service.paused), 'time': self.clock()}
         response = webob.Response(content_type='application/json',
@@ -924,6 +921,14 @@ def main(argv=None):
                             format='%(asctime)s %(levelname)s %(name)s '
                             '%(message)s')
     return run(args)
+
+
+def _statusCounts(service):
+    """{status: number of jobs}, every status, from the service's counts."""
+    counts = dict.fromkeys(STATUS_ORDER, 0)
+    for (status, task), n in service.jobCounts().items():
+        counts[status] = counts.get(status, 0) + n
+    return counts
 
 
 if __name__ == '__main__':

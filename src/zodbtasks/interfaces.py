@@ -322,6 +322,10 @@ class IScheduledTaskService(ITaskService):
     def retry(jobid, now=None):
         """Give a failed or cancelled job another run, due at ``now``."""
 
+    def remove(jobid):
+        """Remove one finished job; True if it was there. ValueError for a
+        job that is not finished."""
+
     def purgeExpired(now=None, limit=None):
         """Remove finished jobs past their time to live; return how many."""
 

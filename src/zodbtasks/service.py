@@ -61,6 +61,7 @@ import pickle
 import random
 import time
 import traceback
+import weakref
 import zlib
 
 import persistent
@@ -122,6 +123,10 @@ _MAX_KEY = 2 ** 63 - 1
 _ORDER_MASK = (1 << _LANE_SHIFT) - 1
 _PLACEHOLDER = -1         # the value of each lane's first key, never a job
 _QUEUE, _SCHEDULED, _UNPLACED = '_queue', '_scheduled', '_unplaced'
+
+#: The counts shard of each connection (see `TaskService._countShard`).
+_SHARD_OF = weakref.WeakKeyDictionary()
+_NEXT_SHARD = itertools.count(random.randrange(1 << 16))
 
 #: Marks a value not worked out yet.
 _UNKNOWN = object()
@@ -498,9 +503,19 @@ class TaskService(persistent.Persistent):
         job._counted = now
 
     def _countShard(self):
+        # Connections of one process count in different shards, in turn,
+        # so that an application's commits and its processor threads' never
+        # meet in one: not every storage adds up concurrent changes
+        # (MappingStorage does not). Processes start at a random shard.
         shard = getattr(self, '_v_countShard', None)
+        if shard is not None:
+            return shard
+        jar = self._p_jar
+        if jar is None:
+            return 0
+        shard = _SHARD_OF.get(jar)
         if shard is None:
-            shard = self._v_countShard = random.randrange(_counting.SHARDS)
+            shard = _SHARD_OF[jar] = next(_NEXT_SHARD) % _counting.SHARDS
         return shard
 
     def countsComplete(self):
@@ -873,13 +888,36 @@ class TaskService(persistent.Persistent):
                 for jobid in ids:
                     self._recount(self.jobs[jobid], gone=True)
             elif self._counts is not None:
-                # All jobs of the status go: take its counts to zero (a
-                # concurrent change to them still adds up, see Counts).
-                for shard in self._counts:
-                    shard.clear(name)
+                # All jobs of the status go: take off what every shard
+                # counts of it, in this connection's shard alone (so that
+                # clean meets no other writer; what others change
+                # meanwhile still adds up).
+                shard = self._counts[self._countShard()]
+                for key, n in _counting.total(self._counts).items():
+                    if key[0] == name:
+                        shard.add(key, -n)
             for jobid in list(ids):
                 del self.jobs[jobid]
             ids.clear()
+
+    def remove(self, jobid):
+        """Remove one finished job; return whether it was there to remove.
+
+        Unfinished jobs are refused (cancel them first): a worker may hold
+        one, or its schedule may still want it.
+        """
+        job = self.jobs.get(jobid)
+        if job is None:
+            return False
+        if job.status not in interfaces.FINISHED:
+            raise ValueError('job %r is %r; only finished jobs (%s) can be '
+                             'removed' % (jobid, job.status,
+                                          ', '.join(interfaces.FINISHED)))
+        self._current(None)
+        self._finished[job.status].remove(jobid)
+        self._recount(job, gone=True)
+        del self.jobs[jobid]
+        return True
 
     def purgeExpired(self, now=None, limit=None):
         """Remove finished jobs whose time to live ran out; return how many.
@@ -949,6 +987,63 @@ class TaskService(persistent.Persistent):
             return False
         from zodbtasks import threads
         return threads.isProcessing(self)
+
+    # -- looking at the queue, from its indexes ------------------------------
+
+    def oldestQueued(self):
+        """The queued job that the next claim takes, or None. O(1)."""
+        head = self._queueHead()
+        if head is None:
+            return None
+        lane, key = head
+        job = self.jobs.get(lane[key])
+        return None if _stale(job, _QUEUE, key) else job
+
+    def overdueJobs(self, now=None, limit=10):
+        """Up to ``limit`` jobs due at ``now`` that no claim took yet,
+        the longest overdue first. O(log n + limit)."""
+        now = self._now(now)
+        limit = _limit(limit)
+        found = []
+        for key, jobid in self._scheduled.items(max=_timeKey(now) | _LOW_MASK):
+            if len(found) >= limit:
+                break
+            job = self.jobs.get(jobid)
+            if not _stale(job, _SCHEDULED, key) and job.scheduledFor <= now:
+                found.append(job)
+        return found
+
+    def upcomingJobs(self, now=None, limit=10, repeating=True):
+        """Up to ``limit`` jobs due after ``now``, soonest first: with
+        ``repeating``, only cron and interval jobs. It looks at no more
+        than 100 entries per job returned."""
+        now = self._now(now)
+        limit = _limit(limit)
+        found = []
+        entries = self._scheduled.items(min=_timeKey(now) | _LOW_MASK)
+        for key, jobid in itertools.islice(entries, 100 * limit):
+            if len(found) >= limit:
+                break
+            job = self.jobs.get(jobid)
+            if _stale(job, _SCHEDULED, key) or job.scheduledFor <= now:
+                continue
+            if not repeating or _repeats(job):
+                found.append(job)
+        return found
+
+    def expiredLeases(self, now=None, limit=10):
+        """Up to ``limit`` running jobs whose lease ran out by ``now``
+        (the next claim gives them back), the longest expired first."""
+        now = self._now(now)
+        limit = _limit(limit)
+        found = []
+        for _, jobid in self._liveLeases(max=_timeKey(now) | _LOW_MASK):
+            if len(found) >= limit:
+                break
+            job = self.jobs[jobid]
+            if job.lease.expires <= now:
+                found.append(job)
+        return found
 
     # -- running jobs ------------------------------------------------------
 
@@ -1720,6 +1815,13 @@ class Outcome:
     def __repr__(self):
         return '<Outcome of job %s: %s>' % (
             self.jobid, 'failed: %s' % self.error if self.failed else 'ok')
+
+
+def _limit(limit):
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise ValueError('limit must be a whole number, 0 or more, not %r'
+                         % (limit,))
+    return limit
 
 
 def _stale(job, index, key):

@@ -18,13 +18,16 @@ from zodbtasks.zope.service import _CORE_ATTRIBUTES
 READING = frozenset([
     'getAvailableTasks', 'getStatus', 'getResult', 'getError',
     'hasJobsWaiting', 'isIdle', 'isPaused', 'isProcessing',
+    'countJobs', 'countsComplete', 'jobCounts', 'oldestQueued',
+    'overdueJobs', 'upcomingJobs', 'expiredLeases',
 ])
 
 #: Methods that change the service or run code: POST only.
 CHANGING = frozenset([
-    'add', 'addCronJob', 'cancel', 'clean', 'pause', 'process',
-    'processNext', 'purgeExpired', 'reschedule', 'resume', 'retry', 'runNow',
-    'startJob', 'startProcessing', 'stopProcessing', 'upgrade',
+    'add', 'addCronJob', 'buildCounts', 'cancel', 'clean', 'pause',
+    'process', 'processNext', 'purgeExpired', 'remove', 'reschedule',
+    'resume', 'retry', 'runNow', 'startJob', 'startProcessing',
+    'stopProcessing', 'upgrade',
 ])
 
 # Everything else of the core service -- the methods that workers call in

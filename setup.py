@@ -58,6 +58,10 @@ TESTS_REQUIRE = [
     'zope.security',
     'zope.site',
     'zope.testing',
+    # The Pyramid application of docs/workers.rst (tests/test_pyramid.py).
+    'pyramid >= 2.0',
+    'pyramid_tm >= 2.4',
+    'pyramid_zodbconn >= 0.8',
 ]
 
 setup(

@@ -81,6 +81,9 @@ def describe(job):
     """Every field of a job as a dict."""
     fields = JOB_FIELDS + (CRON_FIELDS if isinstance(job, CronJob) else ())
     found = {name: plain(getattr(job, name, None)) for name in fields}
+    # What the task keeps between runs (context.data), if it kept any.
+    data = getattr(job, 'data', None)
+    found['data'] = None if data is None else plain(dict(data))
     found['log'] = list(job.log)
     found['traceback'] = job.traceback
     return found

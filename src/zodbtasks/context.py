@@ -12,9 +12,21 @@ wants more, it asks for the context of the job it is running::
             ctx.progress(n / len(items), 'imported %s' % item)
             ctx.heartbeat()
 
+A job that runs more than once (a cron or interval job, or a job retried)
+keeps what it needs from one run to the next in ``ctx.data``, a persistent
+mapping stored on the job::
+
+    def poll_feed(input):
+        data = current().data
+        items = fetch(since=data.get('last'))
+        ...
+        data['last'] = items[-1].id
+
 The service sets the context up around each run, in the thread that runs it.
 """
 import threading
+
+from persistent.mapping import PersistentMapping
 
 _local = threading.local()
 
@@ -44,6 +56,24 @@ class JobContext:
     def attempt(self):
         """Which attempt this run is: 1 for the first."""
         return self.job.attempts
+
+    @property
+    def data(self):
+        """The job's mapping of state kept between its runs.
+
+        It is made, and stored on the job, the first time a task asks for
+        it: a job whose tasks never ask stores nothing. A run that writes to
+        it writes to the database, so the run commits in a transaction of
+        its own, with the rest of what the task wrote; a failed run's
+        changes to it are rolled back with the rest (unlike its log and
+        progress), so the next run sees what the last successful run left.
+        As with any persistent mapping, a change inside a value (a list
+        appended to) is not seen: store a new value, or a persistent one.
+        """
+        data = self.job.data
+        if data is None:
+            data = self.job.data = PersistentMapping()
+        return data
 
     def log(self, message):
         """Append a line to the job's log, which keeps its last 64 KiB."""

@@ -64,6 +64,7 @@ NEXT_TIMES = 5
 COOKIE = 'zodbtasks_dashboard'
 TOKEN_FIELD = 'csrf_token'
 _SHOWN_REPR = 2000   # characters of a job's input or output shown
+_SHOWN_KEYS = 50     # keys of a job's data (context.data) shown
 
 _SECURITY_HEADERS = {
     'Content-Security-Policy': (
@@ -584,6 +585,16 @@ class Dashboard:
             for name, value in rows)))
         if isinstance(job, CronJob):
             parts.append(self._scheduleSection(job, now))
+        if getattr(job, 'data', None) is not None:
+            items = sorted(job.data.items(), key=lambda item: repr(item[0]))
+            parts.append(render(
+                '<section id="data"><h3>Data kept between runs</h3><table '
+                'class="fields">{0}</table>{1}</section>', join(
+                    render('<tr><th>{0}</th><td><code>{1}</code></td></tr>',
+                           _shortRepr(key), _shortRepr(value))
+                    for key, value in items[:_SHOWN_KEYS]),
+                '' if len(items) <= _SHOWN_KEYS else render(
+                    '<p>and {0} more keys</p>', len(items) - _SHOWN_KEYS)))
         if job.error:
             parts.append(render('<section id="error"><h3>Error</h3>'
                                 '<pre>{0}</pre></section>', job.error))

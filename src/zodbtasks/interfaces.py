@@ -64,6 +64,9 @@ class IJob(Interface):
     failures = Attribute("The latest failures, as (time, message) pairs.")
     log = Attribute("The lines the task logged (its last 64 KiB), a tuple.")
     progress = Attribute("(fraction, message) the task reported, or None.")
+    data = Attribute("A persistent mapping that the runs of the job keep "
+                     "between them (context.data), or None until a run "
+                     "uses it.")
     lease = Attribute("The worker's claim while it runs the job, or None.")
     scheduledFor = Attribute("When the job is due next, if it waits for a "
                              "time.")

@@ -272,6 +272,7 @@ class Job(persistent.Persistent):
     failures = ()         # ((time, message), ...) of the latest failures
     log = ()
     progress = None
+    data = None           # the mapping kept between runs (context.data)
     lease = None
     scheduledFor = None   # when it is due next, if it waits for a time
     runDue = None         # when the latest run was due, if it had a time

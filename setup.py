@@ -18,6 +18,19 @@ RELSTORAGE_REQUIRE = [
     'psycopg2-binary',
 ]
 
+# Zope 5 for zodbtasks.zope. ZODB 6.3 added a "class-factory" key to its
+# ZConfig schema that Zope 5's own schema also defines: Zope 5 cannot read
+# its zope.conf with it ("child name class-factory already used"). The
+# zope.ini that mkwsgiinstance writes uses Paste's translogger.
+ZOPE_REQUIRE = [
+    'Zope >= 5.8, < 6',
+    'ZODB < 6.3',
+    'Paste',
+    'PasteDeploy',
+    'zope.configuration',
+    'zope.processlifetime',
+]
+
 TESTS_REQUIRE = [
     'pytest',
     'pytest-timeout',
@@ -30,7 +43,10 @@ TESTS_REQUIRE = [
     'zodbupdate >= 3.0',
     'zope.configuration',
     'zope.processlifetime',
-] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE + [
+    # A real Zope instance (tests/test_zope_instance.py) and its Python
+    # Scripts, for restricted code.
+    'Products.PythonScripts',
+] + DASHBOARD_REQUIRE + RELSTORAGE_REQUIRE + ZOPE_REQUIRE + [
     # For the originals' own tests (tests/test_originals.py): their setUp
     # builds a zope.app site with a root folder and local site managers.
     'zope.app.appsetup',
@@ -91,7 +107,7 @@ setup(
         'zeo': ['ZEO'],
         'relstorage': RELSTORAGE_REQUIRE,
         'migration': ['zodbupdate >= 3.0'],
-        'zope': ['zope.configuration', 'zope.processlifetime'],
+        'zope': ZOPE_REQUIRE + DASHBOARD_REQUIRE,
         'bench': ['huey', 'matplotlib'],
     },
     entry_points={

@@ -321,6 +321,11 @@ def test_log_level_after_the_subcommand_and_the_start_at_debug(fs):
     done = cli('cancel', done.stdout.split()[2], '--db', fs, '--service',
                'tasks')
     assert done.returncode == 0, done.stderr
+    # A task by dotted name: its module must be trusted by the service.
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(fs))
+    with db.transaction() as conn:
+        conn.root()['tasks'].trustedModules = ['worker_tasks']
+    db.close()
     done = cli('add', 'worker_tasks.append_id', '--db', fs, '--service',
                'tasks', '--input', json.dumps(os.devnull))
     assert done.returncode == 0, done.stderr

@@ -182,6 +182,7 @@ def test_the_loopback_port_shares_the_invalidations_of_the_socket(tmp_path):
             service = watcher.root()['tasks']
             before = len(service.jobs)
             with unix.transaction() as conn:
+                conn.root()['tasks'].trustedModules = ['worker_tasks']
                 conn.root()['tasks'].add('worker_tasks.append_id',
                                          str(tmp_path / 'x'), startLater=True)
 

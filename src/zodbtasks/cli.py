@@ -113,6 +113,13 @@ _importTasks = importTasks
 
 
 def worker(args):
+    if args.zope_conf:
+        from zodbtasks.zope.lifetime import loadZopeConfiguration
+        try:
+            loadZopeConfiguration(args.zope_conf)
+        except Exception as error:
+            raise UsageError('cannot load --zope-conf %s: %s: %s' % (
+                args.zope_conf, type(error).__name__, error))
     _importTasks(args.tasks)
     try:
         with _QueuedLogging(args.log_queue) as queued:
@@ -302,6 +309,11 @@ def _addWorker(commands):
         'interrupts them). A FileStorage that "zodbtasks serve" owns is '
         'reached through its socket.')
     admin.addDatabaseOptions(run)
+    run.add_argument('--zope-conf', metavar='PATH',
+                     help="a Zope instance's zope.conf: load its ZCML, so "
+                     'that the tasks it registers are known (the worker '
+                     'starts no processors of its own; needs the zope '
+                     'extra)')
     run.add_argument('--tasks', action='append', default=[], metavar='MODULE',
                      help='a module to import; it registers task utilities '
                      '(repeat for more)')

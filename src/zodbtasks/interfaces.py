@@ -534,3 +534,19 @@ class IWorkerRegistry(Interface):
         worker knows, from the counts (the cost does not grow with the
         jobs). A worker may still run a task it can import by its dotted
         name without knowing it beforehand."""
+
+
+class IRunMiddleware(Interface):
+    """Code that wraps every run of a task (see `zodbtasks.middleware`).
+
+    Registered as a named utility, it wraps the runs of every service in
+    the process; middlewares run in the order of their names.
+    """
+
+    def __call__(run, call_next):
+        """Do the middleware's work around ``call_next()``, which runs the
+        rest of the chain and the task and returns the task's output;
+        return that output (or another one). ``run`` has ``service``,
+        ``job``, ``jobid``, ``input``, ``now`` and ``task``; a middleware
+        may replace ``service`` and ``input`` before calling ``call_next``.
+        """

@@ -78,6 +78,7 @@ from zodbtasks.heartbeats import Claim
 from zodbtasks.heartbeats import Heartbeats
 from zodbtasks.interfaces import LeaseLost
 from zodbtasks.interfaces import TaskMissing
+from zodbtasks.middleware import check_middlewares
 from zodbtasks.paths import SITE_MANAGER  # noqa: F401 (the old home)
 from zodbtasks.paths import findService
 from zodbtasks.paths import findServicePath  # noqa: F401
@@ -180,7 +181,9 @@ class SimpleProcessor:
     False, as the reference processors logged none; the ``zodbtasks
     worker`` command turns it on), ``register`` (keep a record of this
     worker in the service while the loop runs, for ``zodbtasks workers``;
-    see `zodbtasks.registry`; default False, the command turns it on).
+    see `zodbtasks.registry`; default False, the command turns it on),
+    ``middlewares`` (callables around every run, before the registered
+    ones; see `zodbtasks.middleware`).
 
     Batches: while jobs run fast (each in less than ``batchBelow`` seconds,
     0.01), the loop claims up to ``batch`` jobs (64) in one transaction,
@@ -204,8 +207,11 @@ class SimpleProcessor:
                  heartbeatInterval='auto', transactionManager=None, batch=64,
                  batchBelow=0.01, spread=False, groupOutcomes=True,
                  settleWithin=0.2, linger=0.02, maxUnrecorded=DEFAULT_LIMIT,
-                 logJobs=False, register=False):
+                 logJobs=False, register=False, middlewares=()):
         self.db = db
+        #: Callables around every run, before the registered ones (see
+        #: `zodbtasks.middleware`).
+        self.middlewares = check_middlewares(middlewares)
         self.servicePath = splitPath(servicePath)
         self.waitTime = waitTime
         self.clock = clock or time.time
@@ -952,8 +958,9 @@ class SimpleProcessor:
                     before = writes.job_state(job)
                     heartbeat = self._heartbeatFor(claim)
                     started = self.clock()
-                    outcome = service.runClaimed(jobid, token, started,
-                                                 heartbeat, missing=True)
+                    outcome = service.runClaimed(
+                        jobid, token, started, heartbeat, missing=True,
+                        middlewares=self.middlewares)
                     outcome.completed = self.clock()
                     run = _Run(claim, job.task, job.attempts, outcome)
                     replaced = tm.get() is not txn

@@ -92,6 +92,7 @@ from zodbtasks.job import checkDuration
 from zodbtasks.job import checkMoment
 from zodbtasks.job import checkOptions
 from zodbtasks.job import checkTime  # noqa: F401 (for the claim and run code)
+from zodbtasks.middleware import run_task as runTask
 from zodbtasks.task import Retry
 from zodbtasks.task import TaskError
 
@@ -129,6 +130,9 @@ _NEXT_SHARD = itertools.count(random.randrange(1 << 16))
 
 #: Marks a value not worked out yet.
 _UNKNOWN = object()
+
+#: What `TaskService._findTask` gives for a task it must not run.
+_UNTRUSTED = object()
 
 # Why a job waits in the schedule; only regular runs can misfire.
 _REGULAR, _RETRY, _NOW = None, 'retry', 'now'
@@ -188,6 +192,47 @@ class _Duration:
         service._p_changed = True
 
 
+class _Prefixes:
+    """The ``trustedModules`` setting: module names (prefixes) whose
+    functions and methods may be tasks without being registered."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, service, owner=None):
+        if service is None:
+            return self
+        service._p_activate()
+        return service.__dict__.get(self.name, ())
+
+    def __set__(self, service, value):
+        if isinstance(value, str):
+            value = value.replace(',', ' ').split()
+        try:
+            prefixes = tuple(value)
+        except TypeError:
+            prefixes = None
+        if prefixes is None or not all(
+                isinstance(p, str) and p and p.strip('.') == p
+                and ' ' not in p for p in prefixes):
+            raise TypeError('%s is a list of module names such as '
+                            '["myapp.tasks"], not %r' % (self.name, value))
+        service._p_activate()
+        service.__dict__[self.name] = prefixes
+        service._p_changed = True
+
+    def __delete__(self, service):
+        service._p_activate()
+        service.__dict__.pop(self.name, None)
+        service._p_changed = True
+
+
+def _trusted(prefixes, module):
+    """Whether ``module`` is one of ``prefixes`` or inside one of them."""
+    return isinstance(module, str) and any(
+        module == p or module.startswith(p + '.') for p in prefixes)
+
+
 class _ProcessorFactory:
     """``TaskService.processorFactory``: the processor class that
     `startProcessing` runs, `zodbtasks.processor.SimpleProcessor` unless a
@@ -242,6 +287,10 @@ class TaskService(persistent.Persistent):
     #: arguments it gets.
     processorFactory = _ProcessorFactory()
     processorArguments = {'waitTime': 1.0}
+    #: The modules (names or prefixes: ``'myapp'`` covers ``myapp.tasks``)
+    #: whose functions, by dotted name, and whose classes' methods may be
+    #: tasks without being registered. Empty: only registered tasks run.
+    trustedModules = _Prefixes()
     #: The version of the data layout. A service unpickled from an older
     #: layout (such as a converted z3c.taskqueue service) has the class's 0
     #: and is upgraded by its first tick; see `zodbtasks.migration`.
@@ -373,6 +422,8 @@ class TaskService(persistent.Persistent):
         target = getattr(task, '__self__', None)
         if isinstance(target, persistent.Persistent):
             name = task.__name__
+            self._checkTrusted(type(target).__module__, 'the method %r of %r'
+                               % (name, target))
             return name, target, task
         if not isinstance(task, str):
             raise TypeError('a task is given by its registered name, a dotted '
@@ -380,6 +431,7 @@ class TaskService(persistent.Persistent):
                             % (task,))
         found = zope.component.queryUtility(self.taskInterface, task)
         if found is None and '.' in task:
+            self._checkTrusted(task.rpartition('.')[0], repr(task))
             found = _importDotted(task)
         if found is None:
             names = sorted(self.getAvailableTasks())
@@ -389,6 +441,23 @@ class TaskService(persistent.Persistent):
                                  'imported' if '.' in task else '',
                                  ', '.join(map(repr, names)) or 'none'))
         return task, None, found
+
+    def _checkTrusted(self, module, what):
+        """Refuse a task that is not registered and whose module the
+        service does not trust (``trustedModules``)."""
+        why = self._untrusted(module, what)
+        if why is not None:
+            raise ValueError(why)
+
+    def _untrusted(self, module, what):
+        """Why a task from ``module`` may not run, or None if it may."""
+        prefixes = self.trustedModules
+        if _trusted(prefixes, module):
+            return None
+        return ('%s is not a registered task, and its module %r is not in '
+                'the trustedModules setting of the service (%s); register '
+                'the task, or add its module to trustedModules'
+                % (what, module, ', '.join(map(repr, prefixes)) or 'empty'))
 
     def _newId(self):
         return random.getrandbits(53) or 1
@@ -1565,6 +1634,12 @@ class TaskService(persistent.Persistent):
         """The callable for a job's task, or an error message."""
         target = getattr(job, 'target', None)
         if target is not None:
+            # Checked again at run time: the job may predate the setting.
+            untrusted = self._untrusted(type(target).__module__,
+                                        'the method %r of %r'
+                                        % (job.task, target))
+            if untrusted is not None:
+                return _UNTRUSTED, untrusted
             method = getattr(target, job.task, None)
             if method is None:
                 return None, ('%r has no method %r any more'
@@ -1572,6 +1647,10 @@ class TaskService(persistent.Persistent):
             return _InputTask(method), None
         task = zope.component.queryUtility(self.taskInterface, job.task)
         if task is None and '.' in job.task:
+            untrusted = self._untrusted(job.task.rpartition('.')[0],
+                                        repr(job.task))
+            if untrusted is not None:
+                return _UNTRUSTED, untrusted
             task = _importDotted(job.task)
             if task is not None and not interfaces.ITask.providedBy(task):
                 task = _InputTask(task)   # a plain function
@@ -1588,7 +1667,7 @@ class TaskService(persistent.Persistent):
         self._conclude(job, outcome)
 
     def runClaimed(self, jobid, token, now=None, heartbeat=None,
-                   missing=False):
+                   missing=False, middlewares=()):
         """Run the task of a job held under ``token``; record nothing.
 
         Returns the run's `Outcome`, for `recordOutcome` in this transaction
@@ -1600,17 +1679,24 @@ class TaskService(persistent.Persistent):
 
         With ``missing``, a task that cannot be found raises `TaskMissing`
         instead of making a failed outcome.
+
+        ``middlewares`` wrap the run, before those registered as utilities
+        (see `zodbtasks.middleware`).
         """
         fixed = now is not None
         now = self._now(now)
         job = self._job(jobid)
         self._checkLease(job, token)
-        return self._execute(job, now, heartbeat, fixed, missing)
+        return self._execute(job, now, heartbeat, fixed, missing,
+                             middlewares)
 
-    def _execute(self, job, now, heartbeat=None, fixed=True, missing=False):
+    def _execute(self, job, now, heartbeat=None, fixed=True, missing=False,
+                 middlewares=()):
         task, why = self._findTask(job)
         if task is None and missing:
             raise TaskMissing(why)
+        if task is _UNTRUSTED:
+            task = None       # a failure, not a task another worker knows
         savepoint = self._transaction().savepoint(optimistic=True)
         output = failure = retryDelay = None
         if task is None:
@@ -1618,7 +1704,7 @@ class TaskService(persistent.Persistent):
         else:
             try:
                 with JobContext(self, job, now, heartbeat):
-                    output = task(self, job.id, job.input)
+                    output = runTask(task, self, job, now, middlewares)
                 pickle.dumps(output, 3)
             except TransientError:
                 raise

@@ -41,8 +41,15 @@ lovely.remotetask's names for the same, `getAutostartServiceNames` and the
 subscriber `bootStrapSubscriber`, read the same settings and start services
 by lovely.remotetask's narrower rules, with its log lines (see the end of
 this module).
+
+Only servers autostart: not Zope's scripts (``zconsole``, unless the
+``autostart-scripts`` setting is on), not a process whose environment has
+``ZODBTASKS_AUTOSTART=off``, not ``zodbtasks worker --zope-conf`` (see
+`autostartRefused`).
 """
 import logging
+import os
+import sys
 import threading
 
 import transaction
@@ -92,23 +99,74 @@ def configure(autostart=None, root=None):
 
 
 def getConfiguration():
-    """The settings: from `configure`, else the product configuration."""
+    """The settings: from `configure`, else the product configuration.
+
+    The product configuration is Zope's (``App.config``) when it has one for
+    zodbtasks, else that of ``zope.app.appsetup``: a Zope instance may have
+    both packages installed and only fills in its own.
+    """
     if _state['configuration'] is not None:
         return dict(_state['configuration'])
     found = None
     try:
-        from zope.app.appsetup.product import getProductConfiguration
+        from App.config import getConfiguration as zopeConfiguration
     except ImportError:
+        pass
+    else:
+        found = (getattr(zopeConfiguration(), 'product_config', None)
+                 or {}).get(PRODUCT)
+    if found is None:
         try:
-            from App.config import getConfiguration as zopeConfiguration
+            from zope.app.appsetup.product import getProductConfiguration
         except ImportError:
             pass
         else:
-            found = (getattr(zopeConfiguration(), 'product_config', None)
-                     or {}).get(PRODUCT)
-    else:
-        found = getProductConfiguration(PRODUCT)
+            found = getProductConfiguration(PRODUCT)
     return dict(found or {})
+
+
+#: The environment variable that turns autostart off in a process
+#: (``ZODBTASKS_AUTOSTART=off``).
+AUTOSTART_VARIABLE = 'ZODBTASKS_AUTOSTART'
+
+# Modules that only scripts load: Zope's ``zconsole run`` and ``debug``.
+_SCRIPT_MODULES = ('Zope2.utilities.zconsole',)
+
+
+def _switch(value, name):
+    """A boolean setting: on/off, true/false, yes/no, 1/0."""
+    text = str(value).strip().lower()
+    if text in ('on', 'true', 'yes', '1'):
+        return True
+    if text in ('off', 'false', 'no', '0'):
+        return False
+    raise ValueError('%s is on or off, not %r' % (name, value))
+
+
+def disableAutostart(reason):
+    """Turn autostart off in this process (``zodbtasks worker
+    --zope-conf``: a worker process starts no processor threads)."""
+    _state['refused'] = reason
+
+
+def autostartRefused(configuration):
+    """Why this process must not autostart, or None if it may.
+
+    Off when `disableAutostart` was called, when the environment variable
+    ``ZODBTASKS_AUTOSTART`` is off, and in Zope's scripts (``zconsole``)
+    unless the ``autostart-scripts`` setting is on.
+    """
+    if _state.get('refused'):
+        return _state['refused']
+    variable = os.environ.get(AUTOSTART_VARIABLE)
+    if variable is not None and variable.strip():
+        if not _switch(variable, AUTOSTART_VARIABLE):
+            return '%s=%s' % (AUTOSTART_VARIABLE, variable)
+    if any(name in sys.modules for name in _SCRIPT_MODULES):
+        if not _switch(configuration.get('autostart-scripts', 'off'),
+                       'autostart-scripts'):
+            return 'a script (zconsole), and autostart-scripts is off'
+    return None
 
 
 def getDatabase():
@@ -136,10 +194,14 @@ def _toStart(event):
     configuration = getConfiguration()
     try:
         specs = parseAutostart(configuration.get('autostart', ''))
+        refused = autostartRefused(configuration) if specs else None
     except ValueError as error:
         log.error('zodbtasks autostart: %s', error)
         return None
     if not specs:
+        return None
+    if refused:
+        log.info('zodbtasks autostart: off in this process: %s', refused)
         return None
     return specs, configuration.get('root')
 

@@ -1,12 +1,10 @@
 """A job keeps state between its runs in ``context.data``."""
-import contextlib
 import io
 import json
 import types
 
 import persistent.mapping
 import pytest
-import transaction
 import zope.component
 
 import zodbtasks
@@ -14,6 +12,9 @@ from zodbtasks import admin
 from zodbtasks.context import current
 from zodbtasks.interfaces import ITask
 from zodbtasks.processor import SimpleProcessor
+
+from test_processor import opened
+from test_processor import stored  # noqa: F401 (a fixture)
 
 
 def register(name, func):
@@ -29,26 +30,6 @@ def counting(service, jobid, input):
     return data['runs']
 
 
-@contextlib.contextmanager
-def opened(db, commit=False):
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    tm.begin()
-    try:
-        yield conn.root()['app']['tasks']
-        if commit:
-            tm.commit()
-    finally:
-        tm.abort()
-        conn.close()
-
-
-@pytest.fixture
-def stored(db):
-    with db.transaction() as conn:
-        conn.root()['app'] = persistent.mapping.PersistentMapping()
-        conn.root()['app']['tasks'] = zodbtasks.TaskService()
-    return db
 
 
 def drain(db, now, **options):

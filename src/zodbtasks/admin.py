@@ -563,24 +563,30 @@ def _inBatches(session, jobids, change, size, retries=5):
     changed = 0
     for start in range(0, len(jobids), size):
         batch = jobids[start:start + size]
-        for attempt in range(retries):
-            service = session.fresh()
-            try:
-                count = sum(1 for jobid in batch if change(service, jobid))
-                session.commit()
-            except TransientError:
-                session.tm.abort()
-                if attempt == retries - 1:
-                    raise UsageError('gave up after %d conflicts in a batch; '
-                                     '%d job(s) were changed before it'
-                                     % (retries, changed))
-                continue
-            break
+        count = _committed(
+            session, lambda service: sum(1 for jobid in batch
+                                         if change(service, jobid)),
+            retries, '%d job(s) were changed before it' % changed)
         changed += count
         if len(jobids) > size:
             log.info('%d of %d job(s) done', min(start + size, len(jobids)),
                      len(jobids))
     return changed
+
+
+def _committed(session, work, retries, progress):
+    """``work(service)`` in a fresh transaction, committed; retried when it
+    conflicts, up to ``retries`` times. Returns what ``work`` returned."""
+    for attempt in range(retries):
+        service = session.fresh()
+        try:
+            result = work(service)
+            session.commit()
+            return result
+        except TransientError:
+            session.tm.abort()
+    raise UsageError('gave up after %d conflicts in a batch; %s'
+                     % (retries, progress))
 
 
 def _matching(service, statuses, task=None, before=None):
@@ -607,20 +613,11 @@ def upgrade(session, args, out, retries=5):
     session.commit()
     total = batches = 0
     while True:
-        for attempt in range(retries):
-            service = session.fresh()
-            try:
-                counted = service.buildCounts(limit=args.batch)
-                complete = service.countsComplete()
-                session.commit()
-            except TransientError:
-                session.tm.abort()
-                if attempt == retries - 1:
-                    raise UsageError('gave up after %d conflicts in a batch; '
-                                     'run upgrade again to go on (%d job(s) '
-                                     'counted so far)' % (retries, total))
-                continue
-            break
+        counted, complete = _committed(
+            session, lambda service: (service.buildCounts(limit=args.batch),
+                                      service.countsComplete()),
+            retries, 'run upgrade again to go on (%d job(s) counted so far)'
+            % total)
         total += counted
         batches += 1
         if complete:

@@ -166,14 +166,11 @@ def _notify(event, service, job, now, **details):
             kept.append(made)
 
 
-class _Duration:
-    """A setting of the service in seconds, checked when it is set: a bad
-    value would otherwise reach the indexes with every job that uses it."""
+class _Setting:
+    """A setting of the service stored in its state, checked when it is set
+    (by `check`, which returns the value to store)."""
 
-    def __init__(self, default, positive=False, optional=False):
-        self.default = default
-        self.positive = positive
-        self.optional = optional
+    default = None
 
     def __set_name__(self, owner, name):
         self.name = name
@@ -185,27 +182,39 @@ class _Duration:
         return service.__dict__.get(self.name, self.default)
 
     def __set__(self, service, value):
-        if not (self.optional and value is None):
-            checkDuration(value, self.name, positive=self.positive)
+        value = self.check(value)
         service._p_activate()
         service.__dict__[self.name] = value
         service._p_changed = True
 
+    def __delete__(self, service):
+        service._p_activate()
+        service.__dict__.pop(self.name, None)
+        service._p_changed = True
 
-class _Prefixes:
+
+class _Duration(_Setting):
+    """A setting in seconds: a bad value would otherwise reach the indexes
+    with every job that uses it."""
+
+    def __init__(self, default, positive=False, optional=False):
+        self.default = default
+        self.positive = positive
+        self.optional = optional
+
+    def check(self, value):
+        if not (self.optional and value is None):
+            checkDuration(value, self.name, positive=self.positive)
+        return value
+
+
+class _Prefixes(_Setting):
     """The ``trustedModules`` setting: module names (prefixes) whose
     functions and methods may be tasks without being registered."""
 
-    def __set_name__(self, owner, name):
-        self.name = name
+    default = ()
 
-    def __get__(self, service, owner=None):
-        if service is None:
-            return self
-        service._p_activate()
-        return service.__dict__.get(self.name, ())
-
-    def __set__(self, service, value):
+    def check(self, value):
         if isinstance(value, str):
             value = value.replace(',', ' ').split()
         try:
@@ -217,14 +226,7 @@ class _Prefixes:
                 and ' ' not in p for p in prefixes):
             raise TypeError('%s is a list of module names such as '
                             '["myapp.tasks"], not %r' % (self.name, value))
-        service._p_activate()
-        service.__dict__[self.name] = prefixes
-        service._p_changed = True
-
-    def __delete__(self, service):
-        service._p_activate()
-        service.__dict__.pop(self.name, None)
-        service._p_changed = True
+        return prefixes
 
 
 def _trusted(prefixes, module):

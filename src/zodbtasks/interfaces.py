@@ -342,6 +342,20 @@ class IScheduledTaskService(ITaskService):
     def countJobs(status=None, task=None):
         """How many jobs have ``status`` and ``task`` (None: any)."""
 
+    def listJobs(status=None, task=None, limit=100, cursor=None):
+        """A page of jobs and the cursor of the next page: ``(jobs,
+        cursor)``, the cursor None after the last page.
+
+        ``status`` and ``task`` filter by exact value (None: any). Within
+        a status the order is the one that matters for it: queued jobs in
+        the order claims take them, waiting jobs (delayed, cron, retrying)
+        soonest due first, running jobs longest running first, and the
+        others (finished, paused, start later) the latest change first.
+        Without ``status``, the statuses come in the order of
+        `LISTING_ORDER`. A page costs O(limit) at any number of jobs. A
+        cursor is an opaque string; give it back unchanged.
+        """
+
     def countsComplete():
         """Whether every job is counted. A service stored by an older
         layout counts its jobs one by one until `buildCounts` is done."""
@@ -390,6 +404,11 @@ class LeaseLost(Exception):
 RETRYING = 'retrying'
 PAUSED = 'paused'
 STATUSES += (RETRYING, PAUSED)
+
+#: The order of the statuses in a listing of all jobs: running, waiting,
+#: then done.
+LISTING_ORDER = (PROCESSING, QUEUED, RETRYING, DELAYED, CRONJOB, PAUSED,
+                 STARTLATER, ERROR, CANCELLED, COMPLETED)
 
 
 class IJobEvent(Interface):

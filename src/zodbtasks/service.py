@@ -1033,6 +1033,30 @@ class TaskService(persistent.Persistent):
                 found.append(job)
         return found
 
+    def listJobs(self, status=None, task=None, limit=100, cursor=None):
+        """A page of jobs and the cursor of the next page (see
+        `interfaces.ITaskService.listJobs`)."""
+        if status is not None and status not in interfaces.STATUSES:
+            raise ValueError('status must be one of %s, not %r'
+                             % (', '.join(interfaces.STATUSES), status))
+        limit = _limit(limit)
+        start = 0
+        if cursor is not None:
+            if not isinstance(cursor, str) or not cursor.isascii() \
+                    or not cursor.isdigit():
+                raise ValueError('cursor must be one that listJobs gave, '
+                                 'not %r' % (cursor,))
+            start = int(cursor)
+        rank = {s: n for n, s in enumerate(interfaces.LISTING_ORDER)}
+        found = sorted(
+            (job for job in self.jobs.values()
+             if status in (None, job.status) and task in (None, job.task)),
+            key=lambda job: (rank.get(job.status, len(rank)),
+                             _listingOrder(job)))
+        page = found[start:start + limit]
+        more = start + limit < len(found)
+        return page, (str(start + limit) if more else None)
+
     def expiredLeases(self, now=None, limit=10):
         """Up to ``limit`` running jobs whose lease ran out by ``now``
         (the next claim gives them back), the longest expired first."""
@@ -1918,6 +1942,17 @@ def _limit(limit):
         raise ValueError('limit must be a whole number, 0 or more, not %r'
                          % (limit,))
     return limit
+
+
+def _listingOrder(job):
+    if job.status == interfaces.QUEUED:
+        return (job._indexKey or 0) & _ORDER_MASK
+    if job.status == interfaces.PROCESSING:
+        return job.claimed or 0
+    if job.status in (interfaces.RETRYING, interfaces.DELAYED,
+                      interfaces.CRONJOB):
+        return job.scheduledFor if job.scheduledFor is not None else math.inf
+    return -(job.completed or job.created or 0)
 
 
 def _stale(job, index, key):

@@ -107,7 +107,7 @@ def completedCount(db):
     conn = db.open(transaction_manager=tm)
     try:
         tm.begin()
-        return len(conn.root()['tasks']._finished['completed'])
+        return conn.root()['tasks'].countJobs('completed')
     finally:
         tm.abort()
         conn.close()

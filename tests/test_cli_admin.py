@@ -76,6 +76,14 @@ def test_jobs_filters_by_status_and_task(dbpath, capsys):
     assert code == 0
     assert len(out.strip().splitlines()) == 4     # header, rule, two rows
     assert out.splitlines()[1].startswith('─')
+    code, out, _ = run(capsys, 'jobs', *common(dbpath), '--task', 'ech',
+                       '--json')
+    assert json.loads(out) == []                  # the exact name only
+    code, out, _ = run(capsys, 'jobs', *common(dbpath), '--match', 'ch',
+                       '--json')
+    assert {r['task'] for r in json.loads(out)} == {'echo'}
+    assert len(json.loads(out)) == sum(
+        1 for name in dbpath[1] if name != 'failed')
     code, _, err = run(capsys, 'jobs', *common(dbpath), '--status', 'lost')
     assert code == 1 and "unknown status 'lost'" in err
 

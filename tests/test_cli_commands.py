@@ -115,8 +115,11 @@ def test_add_without_task_modules_stores_the_name_and_warns(tmp_path, capsys,
 @pytest.mark.parametrize('argv, message', [
     (['add', 'nope', '--tasks', 'zodbtasks_test_tasks'],
      "no task is registered under the name 'nope'"),
-    (['add', 'echo', '--queue', 'fast'],
-     '--queue fast: this service has no queues to route jobs to'),
+    (['add', 'echo', '--queue', 'fast lane'],
+     "queue must be a queue name of 1 to 64 letters"),
+    (['add', 'echo', '--priority', '10'],
+     'priority must be a whole number from 0 (lowest) to 9 (highest), '
+     'not 10'),
     (['add', 'echo', '--retries', '-1'], 'argument --retries'),
     (['add', 'echo', '--ttl', 'soon'], 'argument --ttl'),
     (['cron', 'echo', '--interval', '60', '--cron', '* * * * *'],

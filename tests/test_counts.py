@@ -19,6 +19,7 @@ import ZODB.FileStorage
 import ZODB.POSException
 import zope.component
 import zope.component.testing
+from BTrees.OOBTree import OOBTree
 from hypothesis import HealthCheck
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from hypothesis.stateful import rule
 import zodbtasks
 from zodbtasks import counts
 from zodbtasks import interfaces
+from zodbtasks._trees import ShardedSet
 
 
 def fullCount(service):
@@ -153,6 +155,10 @@ class CountedService(RuleBasedStateMachine):
         assert keptCount(self.service) == fullCount(self.service)
 
     @invariant()
+    def listingsEqualAFullScan(self):
+        assert keptListing(self.service) == fullListing(self.service)
+
+    @invariant()
     def aCountIsASum(self):
         kept = keptCount(self.service)
         assert self.service.countJobs() == len(self.service.jobs)
@@ -258,6 +264,7 @@ class TwoConnections(RuleBasedStateMachine):
         with self.db.transaction() as conn:
             service = conn.root()['tasks']
             assert keptCount(service) == fullCount(service)
+            assert keptListing(service) == fullListing(service)
 
 
 TestTwoConnections = TwoConnections.TestCase
@@ -272,7 +279,14 @@ def test_concurrent_changes_to_one_shard_add_up(tmp_path, tasks):
     db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
     with db.transaction() as conn:
         conn.root()['tasks'] = service = zodbtasks.TaskService()
-        ids = [service.add('echo', n, now=0) for n in range(4)]
+        ids = [service.add('echo', n, now=0) for n in range(5)]
+        # Each shard lists a (status, task) in a tree of its own, made by
+        # the pair's first job: make it here, as the two sides would
+        # conflict on making one (once per pair and shard).
+        service._v_countShard = 3
+        service.cancel(ids[-1], now=0)
+        service.remove(ids[-1])
+        del service._v_countShard
     sides = []
     for _ in range(2):
         tm = transaction.TransactionManager()
@@ -291,6 +305,8 @@ def test_concurrent_changes_to_one_shard_add_up(tmp_path, tasks):
         assert keptCount(service) == fullCount(service) == {
             ('queued', 'echo'): 2, ('cancelled', 'echo'): 2,
             ('queued', 'fail'): 1}
+        listed, _ = service.listJobs('cancelled')
+        assert sorted(job.id for job in listed) == sorted(ids[:2])
     db.close()
 
 
@@ -359,34 +375,84 @@ def test_a_count_loads_the_same_few_objects_at_any_size(sizes):
     assert loadsFor(sizes[10000], fullCount)[0] > 10000
 
 
+def test_a_page_of_jobs_loads_what_it_shows_at_any_size(sizes):
+    def page(status, task=None):
+        return lambda service: [job.id for job in service.listJobs(
+            status, task, limit=100)[0]]
+
+    for status, task in [('cancelled', None), ('queued', 'fail'),
+                         (None, None)]:
+        small, big = (loadsFor(sizes[n], page(status, task))
+                      for n in (10000, 100000))
+        assert len(small[1]) == len(big[1]) == 100
+        # The jobs shown, the trees that hold them and the listing's heads:
+        # a few objects per job, growing with the depth of the trees only.
+        assert big[0] < 8 * 100 and big[0] < 2 * small[0], (status, task)
+
+
 # -- a service of the layout before, counted in batches ----------------------
 
-def oldLayout(service):
-    """Make ``service`` look as the layout before counts stored it."""
-    service._layout = 2
-    del service._counts
+def oldLayout(service, layout=2):
+    """Make ``service`` look as layout 2 (before counts) or 3 (before
+    queues and listings) stored it."""
+    service._layout = layout
+    if layout < 3:
+        del service._counts
+        for tree in service._leases:
+            del tree[0]
+    del service._queues, service._listing
+    service._finished = OOBTree()
+    for status in interfaces.FINISHED:
+        service._finished[status] = ShardedSet()
     for job in service.jobs.values():
-        job.__dict__.pop('_counted', None)
+        if layout < 3:
+            job.__dict__.pop('_counted', None)
+        for name in ('_listed', '_listKey', '_listShard'):
+            job.__dict__.pop(name, None)
+        if job.status in interfaces.FINISHED:
+            service._finished[job.status].insert(job.id)
         job._p_changed = True
-    for tree in service._leases:
-        del tree[0]
 
 
+def fullListing(service):
+    """Every job but the running ones by what it is counted as, from a
+    full scan."""
+    found = collections.defaultdict(set)
+    for job in service.jobs.values():
+        if job.status != interfaces.PROCESSING:
+            found[(job.status, job.task)].add(job.id)
+    return dict(found)
+
+
+def keptListing(service):
+    assert service.listingComplete()
+    found = collections.defaultdict(set)
+    for shard in service._listing:
+        for key, tree in shard.items():
+            ids = set(tree.values(min=0))
+            if ids:
+                found[key] |= ids
+    return dict(found)
+
+
+@pytest.mark.parametrize('layout', [2, 3])
 def test_an_older_service_is_counted_in_batches_while_claims_go_on(
-        tmp_path, tasks):
+        tmp_path, tasks, layout):
     db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
     with db.transaction() as conn:
         conn.root()['tasks'] = service = zodbtasks.TaskService()
         ids = [service.add('echo', n, now=0) for n in range(300)]
         for jobid in ids[::3]:
             service.cancel(jobid, now=0)
-        oldLayout(service)
-    # The first claim upgrades the layout in O(1): counting only begins.
+        oldLayout(service, layout)
+    # The first claim upgrades the layout in O(1): counting and listing
+    # only begin.
     with db.transaction() as conn:
         service = conn.root()['tasks']
         service.claimNextJob(now=1)
         assert service._layout == zodbtasks.service.LAYOUT
-        assert not service.countsComplete()
+        assert service.countsComplete() == (layout == 3)
+        assert not service.listingComplete()
         assert all(0 in tree for tree in service._leases)
     builder = transaction.TransactionManager()
     bconn = db.open(transaction_manager=builder)
@@ -420,7 +486,7 @@ def test_an_older_service_is_counted_in_batches_while_claims_go_on(
         assert batches < 100
         if counted == 0:
             builder.begin()
-            if bconn.root()['tasks'].countsComplete():
+            if bconn.root()['tasks'].listingComplete():
                 builder.abort()
                 break
             builder.abort()
@@ -431,6 +497,11 @@ def test_an_older_service_is_counted_in_batches_while_claims_go_on(
         assert service.countsComplete()
         assert keptCount(service) == fullCount(service)
         assert fullCount(service)[('completed', 'echo')] > 0
+        assert keptListing(service) == fullListing(service)
+        assert service._finished is None     # the listings replace it
+        page, _ = service.listJobs('completed', limit=1000)
+        assert {job.id for job in page} == fullListing(service)[
+            ('completed', 'echo')]
     db.close()
 
 

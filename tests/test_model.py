@@ -191,8 +191,8 @@ class ServiceMachine(RuleBasedStateMachine):
         for name in ('_scheduled', '_unplaced'):
             for jobid in getattr(service, name).values():
                 places.setdefault(jobid, []).append(name)
-        for status, ids in service._finished.items():
-            for jobid in ids:
+        for status in interfaces.FINISHED:
+            for jobid in service._finishedIds(status):
                 places.setdefault(jobid, []).append(status)
         assert set(service.jobs) == set(self.models)
         for jobid, model in self.models.items():
@@ -209,6 +209,28 @@ class ServiceMachine(RuleBasedStateMachine):
                 assert job.status == interfaces.CANCELLED
             elif model.paused:
                 assert job.status == interfaces.PAUSED
+
+    @invariant()
+    def every_job_but_the_running_is_listed_once_as_what_it_is(self):
+        service = self.service
+        listed = {}
+        for shard in service._listing:
+            for key, tree in shard.items():
+                for jobid in tree.values(min=0):
+                    listed.setdefault(jobid, []).append(key)
+        for jobid, job in service.jobs.items():
+            if job.status == interfaces.PROCESSING:
+                assert jobid not in listed
+            else:
+                assert listed.get(jobid) == [(job.status, job.task)]
+        assert set(listed) <= set(service.jobs)
+        pages, cursor = [], None
+        for _ in range(len(self.models) + 1):
+            page, cursor = service.listJobs(limit=3, cursor=cursor)
+            pages.extend(job.id for job in page)
+            if cursor is None:
+                break
+        assert sorted(pages) == sorted(service.jobs)
 
     @invariant()
     def plain_jobs_run_once_or_once_per_retry(self):

@@ -587,6 +587,8 @@ GOOD = {
     'catchUp': st.integers(1, MAX_CATCH_UP),
     'overlap': st.sampled_from(CHOICES['overlap']),
     'maxRuns': st.integers(1, MAX_COUNT),
+    'queue': st.sampled_from(['default', 'mail', 'reports.daily', 'a:b-c']),
+    'priority': st.integers(0, 9),
 }
 
 
@@ -619,6 +621,15 @@ def expectedError(name, value):
     }
     if name == 'atMostOnce':
         return None if type(value) is bool else TypeError
+    if name == 'queue':
+        if type(value) is not str:
+            return TypeError
+        return None if re.fullmatch(
+            r'[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}', value) else ValueError
+    if name == 'priority':
+        if type(value) is not int:
+            return TypeError
+        return None if 0 <= value <= 9 else ValueError
     if name in CHOICES:
         if type(value) is not str:
             return TypeError

@@ -61,7 +61,7 @@ def test_a_record_says_what_its_worker_said(service):
         'name': 'w1', 'host': 'host1', 'pid': 42, 'state': 'live',
         'started': T0, 'lastSeen': T0 + 1, 'every': 2.0, 'stopped': None,
         'jobsDone': 3, 'jobs': [7, 9], 'tasks': ['echo', 'fail'],
-        'counters': {'completed': 3}}
+        'queues': None, 'counters': {'completed': 3}}
     # What is not given stays as it was.
     service.workerSeen('w1', T0 + 2)
     assert (record.jobs, record.jobsDone) == ((7, 9), 3)

@@ -298,29 +298,47 @@ def _checkStatus(name, accepted=interfaces.STATUSES):
             name, ', '.join(accepted)))
 
 
+#: How many listed jobs ``jobs --match`` looks at per row it may show.
+MATCH_SCAN = 1000
+
+
 def jobs(service, args, out):
     _checkStatus(args.status)
-    found = []
-    for job in service.jobs.values():
-        if args.status and job.status != args.status:
-            continue
-        if args.task and args.task not in job.task:
-            continue
-        found.append(job)
-    found.sort(key=lambda j: -(j.created or 0))
-    found = found[:args.limit]
+    found = _listed(service, args)
     if args.json:
         json.dump([{name: plain(getattr(j, name, None)) for name in (
-            'id', 'task', 'status', 'created', 'scheduledFor', 'attempts',
-            'error')} for j in found], out, indent=2)
+            'id', 'task', 'status', 'queue', 'priority', 'created',
+            'scheduledFor', 'attempts', 'error')} for j in found],
+            out, indent=2)
         print(file=out)
         return 0
-    table([[j.id, cut(j.task, 40), j.status, moment(j.created),
-            moment(j.scheduledFor), j.attempts, cut(j.error, 60)]
-           for j in found],
-          ['id', 'task', 'status', 'created', 'due', 'attempts', 'error'],
-          out, right=('id', 'attempts'))
+    table([[j.id, cut(j.task, 40), j.status, j.queue, j.priority,
+            moment(j.created), moment(j.scheduledFor), j.attempts,
+            cut(j.error, 60)] for j in found],
+          ['id', 'task', 'status', 'queue', 'prio', 'created', 'due',
+           'attempts', 'error'], out, right=('id', 'prio', 'attempts'))
     return 0
+
+
+def _listed(service, args):
+    """The jobs ``jobs`` shows: a page of the service's listing, or with
+    ``--match`` those whose task contains the text among the first
+    ``MATCH_SCAN`` listed per row asked for."""
+    try:
+        if args.match is None:
+            return service.listJobs(args.status, args.task, args.limit,
+                                    queue=args.queue)[0]
+        found, cursor, seen = [], None, 0
+        while len(found) < args.limit and seen < MATCH_SCAN * args.limit:
+            page, cursor = service.listJobs(args.status, args.task, 500,
+                                            cursor, queue=args.queue)
+            seen += len(page)
+            found.extend(j for j in page if args.match in j.task)
+            if cursor is None:
+                break
+        return found[:args.limit]
+    except ValueError as error:
+        raise UsageError(str(error))
 
 
 def show(service, args, out):
@@ -380,7 +398,7 @@ JOB_OPTION_FLAGS = {
     'retries': 'retries', 'retry_delay': 'retryDelay',
     'retry_backoff': 'retryBackoff', 'retry_max_delay': 'retryMaxDelay',
     'ttl': 'ttl', 'lease': 'leaseSeconds', 'timeout': 'timeout',
-    'at_most_once': 'atMostOnce', 'queue': 'queue'}
+    'at_most_once': 'atMostOnce', 'queue': 'queue', 'priority': 'priority'}
 CRON_OPTION_FLAGS = {
     'misfire': 'misfire', 'misfire_grace': 'misfireGrace',
     'catch_up': 'catchUp', 'overlap': 'overlap', 'max_runs': 'maxRuns'}
@@ -436,9 +454,6 @@ def _adding(service, args, call):
     try:
         return call()
     except TypeError as error:
-        if 'queue' in str(error) and getattr(args, 'queue', None):
-            raise UsageError('--queue %s: this service has no queues to '
-                             'route jobs to (%s)' % (args.queue, error))
         raise UsageError(str(error))
     except ValueError as error:
         raise UsageError(str(error))
@@ -967,8 +982,11 @@ def _jobOptions(p):
     p.add_argument('--start-later', action='store_true',
                    help='store it without running it until "zodbtasks '
                    'start JOBID"')
-    p.add_argument('--queue', metavar='NAME', help='the queue to route it '
-                   'to, for services that have queues')
+    p.add_argument('--queue', metavar='NAME', help='the queue it waits in '
+                   '(default: the task\'s, else "default")')
+    p.add_argument('--priority', type=int, metavar='0-9',
+                   help='higher runs first within its queue (default: the '
+                   'task\'s, else 5)')
     p.add_argument('--create', action='store_true',
                    help='create the database file and the service if they '
                    'do not exist')
@@ -1004,12 +1022,19 @@ def _lookingCommands(commands):
                    help='rows per section (default 10)')
     p.set_defaults(func=_withService(status))
 
-    p = commands.add_parser('jobs', help='a table of jobs, newest first',
-                            description='A table of jobs, newest first.'
-                            + readOnly)
+    p = commands.add_parser(
+        'jobs', help='a table of jobs: running, waiting, then done',
+        description='A table of jobs: running first, then queued (in the '
+        'order workers take them), waiting (soonest first) and the others '
+        '(latest change first). A page costs the same at any number of '
+        'jobs.' + readOnly)
     _common(p)
     p.add_argument('--status', help='only jobs with this status')
-    p.add_argument('--task', help='only jobs whose task name contains this')
+    p.add_argument('--task', help='only jobs of this task (the exact name)')
+    p.add_argument('--queue', help='only jobs of this queue')
+    p.add_argument('--match', metavar='TEXT', help='only jobs whose task '
+                   'name contains TEXT (looks at up to %d jobs per row)'
+                   % MATCH_SCAN)
     p.add_argument('--limit', type=positiveInt, default=50,
                    help='at most this many (default 50)')
     p.set_defaults(func=_withService(jobs))

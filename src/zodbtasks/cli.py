@@ -39,6 +39,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, '%s: error: %s (see --help)\n' % (self.prog, message))
 
 
+def _queueName(text):
+    from zodbtasks.queues import check_name
+    try:
+        return check_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
 def _positive(kind, zero=False):
     def convert(text):
         try:
@@ -165,7 +173,8 @@ def _work(db, keys, args):
                                       args.heartbeat or 'auto'),
                    spread=args.spread, groupOutcomes=not args.no_group,
                    linger=args.linger, maxUnrecorded=args.max_unrecorded,
-                   logJobs=True, register=True)
+                   logJobs=True, register=True,
+                   queues=args.queue or ['default'])
     if args.threads > 1:
         processor = MultiProcessor(db, keys, maxThreads=args.threads,
                                    **options)
@@ -352,6 +361,9 @@ def _addWorker(commands):
     run.add_argument('--create', action='store_true',
                      help='create the service (and a FileStorage file) if '
                      'there is none')
+    run.add_argument('--queue', action='append', metavar='NAME',
+                     type=_queueName, help='claim jobs of this queue; give '
+                     'it again for more queues (default: "default")')
     run.add_argument('--spread', action='store_true',
                      help='take queued jobs from the heads of random lanes, '
                      'roughly in order, so that many workers rarely want the '

@@ -14,6 +14,9 @@ import persistent
 #: How many shards a service keeps.
 SHARDS = 16
 
+#: The queue of the count keys that name none (see `queue_of`).
+DEFAULT_QUEUE = 'default'
+
 
 class Counts(persistent.Persistent):
     """One shard: how many jobs this shard counts, by (status, task).
@@ -73,17 +76,39 @@ def total(shards):
     return {key: n for key, n in counts.items() if n}
 
 
-def by_status(counts):
-    """{(status, task): n} summed by status."""
+def queue_of(key):
+    """The queue of a count key: (status, task), or (status, task, queue)
+    for a queue other than the default one."""
+    return key[2] if len(key) > 2 else DEFAULT_QUEUE
+
+
+def by_status_and_task(counts):
+    """{count key: n} summed by (status, task)."""
     result = collections.Counter()
-    for (status, task), n in counts.items():
-        result[status] += n
+    for key, n in counts.items():
+        result[key[:2]] += n
+    return {key: n for key, n in result.items() if n}
+
+
+def by_queue(counts):
+    """{count key: n} summed by (queue, status)."""
+    result = collections.Counter()
+    for key, n in counts.items():
+        result[(queue_of(key), key[0])] += n
+    return {key: n for key, n in result.items() if n}
+
+
+def by_status(counts):
+    """{count key: n} summed by status."""
+    result = collections.Counter()
+    for key, n in counts.items():
+        result[key[0]] += n
     return dict(result)
 
 
 def by_task(counts):
-    """{(status, task): n} summed by task."""
+    """{count key: n} summed by task."""
     result = collections.Counter()
-    for (status, task), n in counts.items():
-        result[task] += n
+    for key, n in counts.items():
+        result[key[1]] += n
     return dict(result)

@@ -342,14 +342,16 @@ class IScheduledTaskService(ITaskService):
     def countJobs(status=None, task=None):
         """How many jobs have ``status`` and ``task`` (None: any)."""
 
-    def listJobs(status=None, task=None, limit=100, cursor=None):
+    def listJobs(status=None, task=None, limit=100, cursor=None,
+                 queue=None):
         """A page of jobs and the cursor of the next page: ``(jobs,
         cursor)``, the cursor None after the last page.
 
-        ``status`` and ``task`` filter by exact value (None: any). Within
-        a status the order is the one that matters for it: queued jobs in
-        the order claims take them, waiting jobs (delayed, cron, retrying)
-        soonest due first, running jobs longest running first, and the
+        ``status``, ``task`` and ``queue`` filter by exact value (None:
+        any). Within a status the order is the one that matters for it:
+        queued jobs in the order claims take them (priority, then age),
+        waiting jobs (delayed, cron, retrying) soonest due first, running
+        jobs soonest lease end first, and the
         others (finished, paused, start later) the latest change first.
         Without ``status``, the statuses come in the order of
         `LISTING_ORDER`. A page costs O(limit) at any number of jobs. A

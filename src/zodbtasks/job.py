@@ -6,6 +6,7 @@ import persistent
 from zope.interface import implementer
 
 from zodbtasks import interfaces
+from zodbtasks import queues
 from zodbtasks import schedule
 
 # -- the range of times and durations ----------------------------------------
@@ -154,6 +155,14 @@ def _choice(*choices):
     return check
 
 
+def _queueName(name, value):
+    queues.check_name(value, name)
+
+
+def _priority(name, value):
+    queues.check_priority(value, name)
+
+
 def _backoff(name, value):
     if not _isNumber(value):
         raise TypeError('%s must be a factor (int or float) from 1 to %d, '
@@ -175,6 +184,8 @@ JOB_OPTIONS = {
     'ttl': (None, _duration()),
     'timeout': (None, _duration(positive=True)),
     'maxLostLeases': (3, _count(1, MAX_COUNT)),
+    'queue': (queues.DEFAULT, _queueName),
+    'priority': (queues.DEFAULT_PRIORITY, _priority),
 }
 
 #: The options only repeating jobs take.
@@ -270,6 +281,9 @@ class Job(persistent.Persistent):
     missingSince = None   # when a worker first could not find it
     retried = 0           # failed runs in a row that were retried
     failures = ()         # ((time, message), ...) of the latest failures
+    ranOn = None          # the worker of the latest run
+    history = ()          # (start, end, worker, status, error) of the runs
+                          # before the latest one, oldest first
     log = ()
     progress = None
     data = None           # the mapping kept between runs (context.data)
@@ -281,7 +295,10 @@ class Job(persistent.Persistent):
     expires = None        # when a finished job is removed (see ``ttl``)
     target = None         # the persistent object whose method is the task
     _why = None           # why it waits in the schedule (see the service)
-    _counted = None       # (status, task) the service counts it as
+    _counted = None       # what the service counts it as
+    _listed = None        # (status, task) the service lists it under...
+    _listKey = None       # ... and the key of its entry...
+    _listShard = None     # ... in this shard of the listing
     _replayFrom = None
     # The options, see JOB_OPTIONS.
     leaseSeconds = None
@@ -293,6 +310,8 @@ class Job(persistent.Persistent):
     ttl = None
     timeout = None        # seconds a run may take; None: no limit
     maxLostLeases = 3     # lost leases after which the job fails
+    queue = queues.DEFAULT  # the queue it waits in
+    priority = queues.DEFAULT_PRIORITY  # 0-9: higher runs first
 
     def __init__(self, id, task, input, created=None):
         self.id = id

@@ -73,6 +73,7 @@ from transaction.interfaces import TransientError
 
 from zodbtasks import interfaces
 from zodbtasks import writes
+from zodbtasks.queues import check_names as _checkQueues
 from zodbtasks.context import appendLog
 from zodbtasks.heartbeats import Claim
 from zodbtasks.heartbeats import Heartbeats
@@ -207,8 +208,10 @@ class SimpleProcessor:
                  heartbeatInterval='auto', transactionManager=None, batch=64,
                  batchBelow=0.01, spread=False, groupOutcomes=True,
                  settleWithin=0.2, linger=0.02, maxUnrecorded=DEFAULT_LIMIT,
-                 logJobs=False, register=False, middlewares=()):
+                 logJobs=False, register=False, middlewares=(), queues=None):
         self.db = db
+        #: The names of the queues it claims from; None: every queue.
+        self.queues = _checkQueues(queues)
         #: Callables around every run, before the registered ones (see
         #: `zodbtasks.middleware`).
         self.middlewares = check_middlewares(middlewares)
@@ -267,7 +270,8 @@ class SimpleProcessor:
 
     def hasJobsWaiting(self):
         """Whether a job is due now; reads, never writes."""
-        return self._read(lambda service, now: service.hasJobsWaiting(now))
+        return self._read(lambda service, now: service.hasJobsWaiting(
+            now, self.queues))
 
     def isIdle(self):
         """Whether nothing is due and no worker holds a job."""
@@ -587,7 +591,7 @@ class SimpleProcessor:
             return []
         claims = []
         ids = service.claimJobs(now, count, self._workerName(), self.lease,
-                                self.spread, start=start)
+                                self.spread, start=start, queues=self.queues)
         for n, jobid in enumerate(ids):
             job = service.jobs[jobid]
             lease = job.lease
@@ -794,7 +798,8 @@ class SimpleProcessor:
             now = self.clock() if now is None else now
             service.registerWorker(self._worker, now, _HOST, os.getpid(),
                                    self.workerEvery,
-                                   sorted(service.getAvailableTasks()))
+                                   sorted(service.getAvailableTasks()),
+                                   self.queues)
             self._lastDrop = time.monotonic()
             service.dropDeadWorkers(now, DROP_AT_ONCE)
         if service is not None:

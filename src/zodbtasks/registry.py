@@ -27,14 +27,18 @@ class WorkerRecord(persistent.Persistent):
     """What a worker said of itself when it last renewed its record."""
 
     stopped = None
+    #: The names of the queues it claims from; None: every queue.
+    queues = None
 
-    def __init__(self, name, host, pid, started, every, tasks=()):
+    def __init__(self, name, host, pid, started, every, tasks=(),
+                 queues=None):
         self.name = name
         self.host = host
         self.pid = pid
         self.started = started
         self.every = every
         self.tasks = tuple(sorted(tasks))
+        self.queues = None if queues is None else tuple(sorted(queues))
         self.lastSeen = started
         self.jobs = ()
         self.jobsDone = 0
@@ -75,4 +79,5 @@ class WorkerRecord(persistent.Persistent):
             'lastSeen': self.lastSeen, 'every': self.every,
             'stopped': self.stopped, 'jobsDone': self.jobsDone,
             'jobs': list(self.jobs), 'tasks': list(self.tasks),
+            'queues': None if self.queues is None else list(self.queues),
             'counters': dict(self.counters)}

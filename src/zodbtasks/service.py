@@ -7,18 +7,12 @@ BTree (see `zodbtasks._trees` for why splits matter):
 ``jobs``
     job id -> job, over 256 LOBTrees chosen by the top bits of the id. Ids
     are random, so concurrent adds land in different trees.
-``_queue``
-    16 LLBTrees, the lanes, of order key -> job id: jobs to run as soon as
-    possible, oldest first. Each job goes to a random lane; its key holds the
-    lane in its top bits and below them an order key that grows with the
-    time the job was added. The oldest job is the smallest order key among
-    the lane heads. Each lane's smallest key is a placeholder that stays:
-    BTrees cannot merge a change to a bucket's first key with another
-    change to the bucket, and a claim would make that change.
-``_scheduled``
-    LLBTree, due key -> job id: jobs waiting for a time (delayed, cron,
-    retrying), in milliseconds, with 20 random low bits that keep keys
-    unique.
+``_queues``
+    OOBTree, queue name -> `zodbtasks.queues.Queue`: each named queue's 16
+    lanes (jobs to run as soon as possible, by priority, then age) and its
+    tree of due times (delayed, cron and retrying jobs), so that a claim
+    reads only the queues it serves. ``_queue`` and ``_scheduled`` are the
+    default queue's trees, where layouts before 4 kept every job.
 ``_unplaced``
     LLBTree, random key -> job id: delayed and cron jobs whose first due time
     is fixed at the next tick (the reference package's behaviour).
@@ -30,9 +24,12 @@ BTree (see `zodbtasks._trees` for why splits matter):
     Like the lanes, each tree keeps a placeholder first key (0). Each lease
     says whether its run began (``Lease.started``) and where its job waited
     (``Lease.place``), so that a claim that never began is given back.
-``_finished``
-    OOBTree, status -> set of ids (16 LLTreeSets): finished jobs, so that
-    ``clean`` costs what it removes.
+``_listing``
+    16 OOBTrees of (status, task[, queue]) -> LLBTree: every job but the
+    running ones, in the order that matters for its status, so that a page
+    of jobs costs what it shows (see `zodbtasks.listing`); each connection
+    writes one of them. Layouts before 4 kept the finished ids in
+    ``_finished`` instead, which goes once their listings are built.
 ``_expiry``
     LLBTree, expiry key -> job id: finished jobs with a time to live.
 ``_counts``
@@ -40,18 +37,20 @@ BTree (see `zodbtasks._trees` for why splits matter):
     connection writes its changes to one of them, and concurrent changes
     to one are added up, so that counts never make claims conflict. Each
     job remembers what it is counted as (``_counted``). A service of an
-    older layout counts its jobs in bounded batches (`buildCounts`, the
-    ``zodbtasks upgrade`` command); ``_countBuild`` says how far it got,
-    and is None once every job is counted.
+    older layout counts and lists its jobs in bounded batches
+    (`buildCounts`, the ``zodbtasks upgrade`` command); ``_countBuild`` and
+    ``_listBuild`` say how far they got, and are None once every job is
+    counted and listed.
 
 Each job remembers which index holds it and under which key.
 
-A run's own transaction writes only the job, a finished-set shard and, for
-a job with a time to live, the expiry index: a cron job's next time is placed
+A run's own transaction writes only the job, its listing and count shards
+and, for a job with a time to live, the expiry index: a cron job's next time is placed
 when its run starts, and a lease's index entry is left behind to be dropped
 by a later claim. Workers that run tasks concurrently therefore rarely
 conflict, and a conflict never forces a task to run twice for bookkeeping.
 """
+import collections
 import heapq
 import importlib
 import itertools
@@ -76,8 +75,11 @@ from zope.interface import implementer
 from zodbtasks import counts as _counting
 from zodbtasks import events
 from zodbtasks import interfaces
+from zodbtasks import listing as _listing
+from zodbtasks import queues as _queues
 from zodbtasks._trees import ShardedMapping
 from zodbtasks._trees import ShardedSet
+from zodbtasks._trees import pathTo
 from zodbtasks.context import JobContext
 from zodbtasks.context import appendLog
 from zodbtasks.interfaces import LeaseLost
@@ -102,10 +104,13 @@ _log = logging.getLogger('zodbtasks')
 MAX_JOB_ID = 2 ** 53 - 1
 
 #: The current layout of a service's data.
-LAYOUT = 3
+LAYOUT = 4
 
 #: How many failures a job remembers.
 KEEP_FAILURES = 10
+
+#: How many runs before the latest one a job remembers (``history``).
+KEEP_RUNS = 10
 
 #: How many expired jobs one claim removes at most, to keep claims short.
 PURGE_PER_CLAIM = 100
@@ -115,13 +120,15 @@ _LOW_MASK = (1 << _LOW_BITS) - 1
 _LEASE_SHARD_BITS = 4
 _LEASE_SHARDS = 1 << _LEASE_SHARD_BITS
 _LEASE_SHARD_MASK = _LEASE_SHARDS - 1
-_LANE_BITS = 4
-_LANES = 1 << _LANE_BITS
-_LANE_SHIFT = 59          # 4 lane bits above a 59-bit order key
-_ORDER_SHIFT = 12         # order keys: milliseconds, 4096 per millisecond
+_LANE_BITS = _queues.LANE_BITS
+_LANES = _queues.LANES
+_LANE_SHIFT = _queues.LANE_SHIFT
+_ORDER_SHIFT = _queues.ORDER_SHIFT
 _MAX_KEY = 2 ** 63 - 1
-_ORDER_MASK = (1 << _LANE_SHIFT) - 1
-_PLACEHOLDER = -1         # the value of each lane's first key, never a job
+_PLACEHOLDER = _queues.PLACEHOLDER
+_laneFirst = _queues.lane_first
+_laneItems = _queues.lane_items
+_newLane = _queues.new_lane
 _QUEUE, _SCHEDULED, _UNPLACED = '_queue', '_scheduled', '_unplaced'
 
 #: The counts shard of each connection (see `TaskService._countShard`).
@@ -133,6 +140,11 @@ _UNKNOWN = object()
 
 #: What `TaskService._findTask` gives for a task it must not run.
 _UNTRUSTED = object()
+
+#: The statuses listed by where the job waits (the others by the time of
+#: the change that gave them).
+_LISTED_BY_INDEX = frozenset((interfaces.QUEUED, interfaces.DELAYED,
+                              interfaces.CRONJOB, interfaces.RETRYING))
 
 # Why a job waits in the schedule; only regular runs can misfire.
 _REGULAR, _RETRY, _NOW = None, 'retry', 'now'
@@ -301,6 +313,13 @@ class TaskService(persistent.Persistent):
     #: older layout (see the module's docstring).
     _counts = None
     _countBuild = None
+    #: The named queues, the listings and their building (layout 4).
+    _queues = None
+    _listing = None
+    _listBuild = None
+    #: Finished job ids by status, kept by layouts before 4 until their
+    #: listings are built.
+    _finished = None
 
     def __init__(self):
         self._layout = LAYOUT
@@ -309,12 +328,13 @@ class TaskService(persistent.Persistent):
         self.jobs = ShardedMapping()
         self._queue = tuple(_newLane(n) for n in range(_LANES))
         self._scheduled = LLBTree()
+        self._queues = OOBTree()
+        self._queues[_queues.DEFAULT] = _queues.Queue(
+            _queues.DEFAULT, self._queue, self._scheduled)
         self._unplaced = LLBTree()
         self._leases = tuple(_newLeaseTree() for _ in range(_LEASE_SHARDS))
         self._expiry = LLBTree()
-        self._finished = OOBTree()
-        for status in interfaces.FINISHED:
-            self._finished[status] = ShardedSet()
+        self._listing = _listing.new_listing()
 
     # -- the clock ---------------------------------------------------------
 
@@ -369,7 +389,7 @@ class TaskService(persistent.Persistent):
         job = Job(self._newId(), name, input, created=now)
         self._store(job, target, options)
         if startLater:
-            self._setStatus(job, interfaces.STARTLATER)
+            self._setStatus(job, interfaces.STARTLATER, now)
         else:
             self._enqueue(job, now)
             _notify(events.JobQueued, self, job, now)
@@ -389,7 +409,7 @@ class TaskService(persistent.Persistent):
         job.id = self._newId()
         self._store(job, target, options)
         if startLater:
-            self._setStatus(job, interfaces.STARTLATER)
+            self._setStatus(job, interfaces.STARTLATER, now)
         else:
             self._index(_UNPLACED, job, _randomKey())
             _notify(events.JobQueued, self, job, now)
@@ -472,12 +492,14 @@ class TaskService(persistent.Persistent):
         while not self.jobs.insert(job.id, job):
             job.id = self._newId()
         self._recount(job)
+        self._relist(job, job.created or 0)
 
     # -- counts --------------------------------------------------------------
 
-    def _setStatus(self, job, status):
+    def _setStatus(self, job, status, now=None):
         job.status = status
         self._recount(job)
+        self._relist(job, now)
 
     def _recount(self, job, gone=False):
         """Count ``job`` as what it is now (or, ``gone``, no more).
@@ -491,7 +513,7 @@ class TaskService(persistent.Persistent):
         shards = self._counts
         if shards is None:
             return      # an old layout, until its upgrade
-        now = None if gone else (job.status, job.task)
+        now = None if gone else _countKey(job)
         was = job._counted
         if gone and self._countBuild is not None:
             job._p_changed = True
@@ -530,25 +552,33 @@ class TaskService(persistent.Persistent):
         Before the counts of an older layout are complete, the jobs are
         counted one by one instead.
         """
+        return _counting.by_status_and_task(self._allCounts())
+
+    def queueCounts(self):
+        """{(queue, status): number of jobs}: O(1), as `jobCounts`."""
+        return _counting.by_queue(self._allCounts())
+
+    def _allCounts(self):
+        """{count key: n} (see `_countKey`), kept or counted."""
         if self.countsComplete():
             return _counting.total(self._counts)
-        found = {}
-        for job in self.jobs.values():
-            key = (job.status, job.task)
-            found[key] = found.get(key, 0) + 1
-        return found
+        found = collections.Counter(map(_countKey, self.jobs.values()))
+        return dict(found)
 
-    def countJobs(self, status=None, task=None):
-        """How many jobs have ``status`` and ``task`` (None: any)."""
+    def countJobs(self, status=None, task=None, queue=None):
+        """How many jobs have ``status``, ``task`` and ``queue`` (None:
+        any)."""
         if status is not None and status not in interfaces.STATUSES:
             raise ValueError('status must be one of %s, not %r'
                              % (', '.join(interfaces.STATUSES), status))
-        return sum(n for (s, t), n in self.jobCounts().items()
-                   if status in (None, s) and task in (None, t))
+        return sum(n for key, n in self._allCounts().items()
+                   if status in (None, key[0]) and task in (None, key[1])
+                   and queue in (None, _counting.queue_of(key)))
 
     def buildCounts(self, limit=1000):
-        """Count up to ``limit`` jobs of an older layout that are not
-        counted yet; return how many it counted (0: all are counted).
+        """Count and list up to ``limit`` jobs of an older layout that are
+        not counted or listed yet; return how many it went through (0: all
+        are counted and listed).
 
         Each call is meant for a transaction of its own: claims and runs go
         on meanwhile, and a commit that conflicts with one is retried.
@@ -558,27 +588,41 @@ class TaskService(persistent.Persistent):
             raise ValueError('limit must be a whole number of jobs, 1 or '
                              'more, not %r' % (limit,))
         self._current(None)
-        build = self._countBuild
-        if build is None:
+        builds = [b for b in (self._countBuild, self._listBuild)
+                  if b is not None]
+        if not builds:
             return 0
-        shard = self._counts[self._countShard()]
+        start = min(build.next for build in builds)
+        shard = self._countShard()
         n = 0
         last = None
-        for jobid, job in self.jobs.items(min=build.next):
+        for jobid, job in self.jobs.items(min=start):
             if n == limit:
                 break
-            if job._counted is None:
-                key = (job.status, job.task)
-                shard.add(key, 1)
+            if self._countBuild is not None and job._counted is None:
+                key = _countKey(job)
+                self._counts[shard].add(key, 1)
                 job._counted = key
+            if self._listBuild is not None and job._listed is None:
+                self._relist(job, job.completed or job.created or 0)
             n += 1
             last = jobid
-        if n < limit:
+        for build in builds:
+            if n < limit:
+                build.next = None
+            else:
+                build.next = max(build.next, last + 1)
+                build.counted += n
+        if self._countBuild is not None and self._countBuild.next is None:
             self._countBuild = None       # every job is counted
-        else:
-            build.next = last + 1
-            build.counted += n
+        if self._listBuild is not None and self._listBuild.next is None:
+            self._listBuild = None        # and listed
+            self._finished = None         # the listings replace it
         return n
+
+    def listingComplete(self):
+        """Whether every job is listed (see `buildCounts`)."""
+        return self._listing is not None and self._listBuild is None
 
     def _startCounting(self):
         """Give a service of an older layout its counts; the jobs are
@@ -601,7 +645,7 @@ class TaskService(persistent.Persistent):
         key = max(max(0, math.floor(now * 1000)) << _ORDER_SHIFT
                   | random.getrandbits(_ORDER_SHIFT),
                   getattr(self, '_v_lastOrderKey', -1) + 1)
-        if key > _ORDER_MASK:
+        if key > _queues.ORDER_MASK:
             # Only a time `_now` would refuse gets here; refuse it before
             # the counter moves, or every later add would fail too.
             raise ValueError('now must be a time from 0 to %d, not %r: its '
@@ -611,7 +655,7 @@ class TaskService(persistent.Persistent):
         return key
 
     def _index(self, name, job, key):
-        tree = self._tree(name, key)
+        tree = self._tree(job, name, key)
         tries = 0
         while not tree.insert(key, job.id):
             tries += 1
@@ -625,51 +669,77 @@ class TaskService(persistent.Persistent):
                 key += 1
         job._index = name
         job._indexKey = key
+        self._relist(job)
 
-    def _tree(self, name, key):
+    def _tree(self, job, name, key):
         if name == _QUEUE:
-            return self._queue[key >> _LANE_SHIFT]
+            return self._queueOf(job).lanes[key >> _LANE_SHIFT]
+        if name == _SCHEDULED:
+            return self._queueOf(job).due
         return getattr(self, name)
+
+    def _queueOf(self, job):
+        """The `Queue` of ``job``, made when a job first names it."""
+        name = job.queue
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = _queues.Queue(name)
+        return queue
+
+    def _servedQueues(self, names=None):
+        """The queues of ``names`` that exist (None: every queue)."""
+        if names is None:
+            return list(self._queues.values())
+        found = []
+        for name in names:
+            queue = self._queues.get(name)
+            if queue is not None:
+                found.append(queue)
+        return found
 
     def _unindex(self, job):
         name = getattr(job, '_index', None)
         if name is not None:
-            del self._tree(name, job._indexKey)[job._indexKey]
+            del self._tree(job, name, job._indexKey)[job._indexKey]
             job._index = job._indexKey = None
+            self._relist(job)
 
     def _enqueue(self, job, now, front=False):
         self._setStatus(job, interfaces.QUEUED)
         lane = random.getrandbits(_LANE_BITS)
         order = (random.getrandbits(_ORDER_SHIFT) if front
                  else self._orderKey(now))
-        self._index(_QUEUE, job, lane << _LANE_SHIFT | order)
+        self._index(_QUEUE, job, _queues.lane_key(lane, job.priority, order))
 
-    def _queueHead(self):
-        """The oldest queued job's lane and key, or None."""
-        best = bestOrder = None
-        for n, lane in enumerate(self._queue):
-            key = _laneFirst(lane, n)
-            if key is not None and (bestOrder is None
-                                    or key & _ORDER_MASK < bestOrder):
-                best, bestOrder = (lane, key), key & _ORDER_MASK
-        return best
+    def _queueHead(self, queues=None):
+        """The next job's lane and key in ``queues`` (default: all), or
+        None."""
+        heads = _queues.heads(self._servedQueues(queues))
+        if not heads:
+            return None
+        lane, _, key = min(heads, key=lambda head: _queues.rank_of(head[2]))
+        return lane, key
 
     def _queued(self):
         """(key, job id) of the queued jobs, lane by lane."""
-        for n, lane in enumerate(self._queue):
-            yield from _laneItems(lane, n)
+        for queue in self._queues.values():
+            for n, lane in enumerate(queue.lanes):
+                yield from _laneItems(lane, n)
 
-    def _laneHead(self, start=None):
-        """The head of the first non-empty lane from ``start`` (default: a
-        random lane) on, as `_queueHead`, or None."""
+    def _laneHead(self, start=None, queues=None):
+        """The head of the first lane from ``start`` (default: a random
+        lane) on whose head has the highest priority in ``queues``, as
+        `_queueHead`, or None."""
+        heads = _queues.heads(self._servedQueues(queues))
+        if not heads:
+            return None
         if start is None:
             start = random.getrandbits(_LANE_BITS)
-        for n in range(_LANES):
-            index = (start + n) % _LANES
-            key = _laneFirst(self._queue[index], index)
-            if key is not None:
-                return self._queue[index], key
-        return None
+        best = max(_queues.priority_of(key) for _, _, key in heads)
+        lane, _, key = min(
+            (head for head in heads if _queues.priority_of(head[2]) == best),
+            key=lambda head: (head[1] - start) % _LANES)
+        return lane, key
 
     def _schedule(self, job, due, why=_REGULAR):
         job.scheduledFor = due
@@ -704,14 +774,75 @@ class TaskService(persistent.Persistent):
                 self._finish(job, interfaces.COMPLETED, now)
 
     def _finish(self, job, status, now):
-        self._setStatus(job, status)
-        self._finished[status].insert(job.id)
+        self._setStatus(job, status, now)
+        if self._finished is not None:
+            self._finished[status].insert(job.id)
         ttl = job.ttl if job.ttl is not None else self.resultTTL
         if ttl is not None:
             job.expires = now + ttl
             key = _timeKey(job.expires) | random.getrandbits(_LOW_BITS)
             while not self._expiry.insert(key, job.id):
                 key = _timeKey(job.expires) | random.getrandbits(_LOW_BITS)
+
+    def _unfinish(self, job):
+        """Take a finished job off what only finished jobs are in."""
+        if self._finished is not None:
+            self._finished[job.status].remove(job.id)
+
+    def _finishedIds(self, status):
+        """The ids of the jobs of a finished ``status``."""
+        if self._finished is not None:
+            return list(self._finished[status])
+        return _listing.job_ids(_listing.trees(self._listing, status))
+
+    # -- listings (see `zodbtasks.listing`) ---------------------------------
+
+    def _unlist(self, job):
+        if job._listed is not None:
+            _listing.remove(self._listing, job._listed, job._listShard,
+                            job._listKey)
+            job._listed = job._listKey = job._listShard = None
+
+    def _relist(self, job, now=None):
+        """List ``job`` as what it is now, or not at all while it runs or
+        moves between indexes."""
+        if self._listing is None:
+            return              # an old layout, until its upgrade
+        status = job.status
+        sort = None
+        spare = _LOW_BITS       # the random bits of time and due keys
+        if status == interfaces.PROCESSING:
+            listed = None
+        elif status in _LISTED_BY_INDEX:
+            index = getattr(job, '_index', None)
+            if index is None:
+                listed = None   # between two indexes, or done waiting
+            else:
+                listed = _countKey(job)
+                sort = job._indexKey
+                if index == _QUEUE:
+                    # Ranks have 59 bits: room for 4 spare bits below.
+                    spare = 4
+                    sort = _queues.rank_of(sort) << spare
+                elif index == _UNPLACED:
+                    spare = 62
+        else:
+            listed = _countKey(job)
+        was = job._listed
+        if was is not None:
+            if was == listed and (sort is None or job._listKey >> spare
+                                  == sort >> spare):
+                return          # listed so already
+            self._unlist(job)
+        if listed is None:
+            return
+        if sort is None:
+            when = now if now is not None else self._now(None)
+            sort = _timeKey(when) | random.getrandbits(_LOW_BITS)
+        shard = self._countShard()
+        job._listKey = _listing.add(self._listing, listed, sort, job.id,
+                                    shard, spare)
+        job._listed, job._listShard = listed, shard
 
     # -- managing jobs -----------------------------------------------------
 
@@ -793,7 +924,7 @@ class TaskService(persistent.Persistent):
                                  'cannot be paused' % (jobid,))
         elif job.status != interfaces.PAUSED:
             job.pausedFrom = job.status
-            self._setStatus(job, interfaces.PAUSED)
+            self._setStatus(job, interfaces.PAUSED, now)
         self._unindex(job)
         job.waitingRun = False
         job.paused = True
@@ -865,7 +996,7 @@ class TaskService(persistent.Persistent):
             raise ValueError('job %r is %r; only a failed, cancelled or '
                              'retrying job can be retried'
                              % (jobid, job.status))
-        self._finished[job.status].remove(job.id)
+        self._unfinish(job)
         job.expires = None
         job.retried = 0
         if isinstance(job, CronJob):
@@ -885,7 +1016,7 @@ class TaskService(persistent.Persistent):
                                             ', '.join(interfaces.FINISHED)))
         self._current(None)
         for name in status:
-            ids = self._finished[name]
+            ids = self._finishedIds(name)
             if self._countBuild is not None:
                 for jobid in ids:
                     self._recount(self.jobs[jobid], gone=True)
@@ -898,9 +1029,12 @@ class TaskService(persistent.Persistent):
                 for key, n in _counting.total(self._counts).items():
                     if key[0] == name:
                         shard.add(key, -n)
-            for jobid in list(ids):
+            for jobid in ids:
                 del self.jobs[jobid]
-            ids.clear()
+            if self._finished is not None:
+                self._finished[name].clear()
+            if self._listing is not None:
+                _listing.drop(self._listing, name)
 
     def remove(self, jobid):
         """Remove one finished job; return whether it was there to remove.
@@ -916,8 +1050,9 @@ class TaskService(persistent.Persistent):
                              'removed' % (jobid, job.status,
                                           ', '.join(interfaces.FINISHED)))
         self._current(None)
-        self._finished[job.status].remove(jobid)
+        self._unfinish(job)
         self._recount(job, gone=True)
+        self._unlist(job)
         del self.jobs[jobid]
         return True
 
@@ -941,8 +1076,9 @@ class TaskService(persistent.Persistent):
             del expiry[key]
             if job is None or job.status not in interfaces.FINISHED:
                 continue              # cleaned away already
-            self._finished[job.status].remove(job.id)
+            self._unfinish(job)
             self._recount(job, gone=True)
+            self._unlist(job)
             del self.jobs[job.id]
             removed += 1
         return removed
@@ -992,9 +1128,10 @@ class TaskService(persistent.Persistent):
 
     # -- looking at the queue, from its indexes ------------------------------
 
-    def oldestQueued(self):
-        """The queued job that the next claim takes, or None. O(1)."""
-        head = self._queueHead()
+    def oldestQueued(self, queues=None):
+        """The queued job that the next claim (from ``queues``, default
+        all) takes, or None. O(1)."""
+        head = self._queueHead(_queues.check_names(queues))
         if head is None:
             return None
         lane, key = head
@@ -1007,7 +1144,7 @@ class TaskService(persistent.Persistent):
         now = self._now(now)
         limit = _limit(limit)
         found = []
-        for key, jobid in self._scheduled.items(max=_timeKey(now) | _LOW_MASK):
+        for key, jobid in self._dueItems(max=_timeKey(now) | _LOW_MASK):
             if len(found) >= limit:
                 break
             job = self.jobs.get(jobid)
@@ -1022,7 +1159,7 @@ class TaskService(persistent.Persistent):
         now = self._now(now)
         limit = _limit(limit)
         found = []
-        entries = self._scheduled.items(min=_timeKey(now) | _LOW_MASK)
+        entries = self._dueItems(min=_timeKey(now) | _LOW_MASK)
         for key, jobid in itertools.islice(entries, 100 * limit):
             if len(found) >= limit:
                 break
@@ -1033,29 +1170,76 @@ class TaskService(persistent.Persistent):
                 found.append(job)
         return found
 
-    def listJobs(self, status=None, task=None, limit=100, cursor=None):
+    def _dueItems(self, min=None, max=None):
+        """(key, job id) of the jobs due in every queue, soonest first."""
+        return heapq.merge(*[queue.due.items(min=min, max=max)
+                             for queue in self._queues.values()])
+
+    def listJobs(self, status=None, task=None, limit=100, cursor=None,
+                 queue=None):
         """A page of jobs and the cursor of the next page (see
         `interfaces.ITaskService.listJobs`)."""
         if status is not None and status not in interfaces.STATUSES:
             raise ValueError('status must be one of %s, not %r'
                              % (', '.join(interfaces.STATUSES), status))
         limit = _limit(limit)
+        order = interfaces.LISTING_ORDER
+        statuses = order if status is None else (status,)
+        if queue is not None:
+            _queues.check_name(queue)
+        if not self.listingComplete():
+            return self._scanJobs(statuses, task, queue, limit, cursor)
+        first, after = _readCursor(cursor, statuses)
+        entries = itertools.chain.from_iterable(
+            ((name, key, jobid) for key, jobid in self._listingOf(
+                name, task, queue, after if name == first else None))
+            for name in statuses[statuses.index(first):])
+        found = []
+        for name, key, jobid in entries:
+            if len(found) == limit:
+                return found, '%d.%d' % (order.index(last), lastKey)
+            job = self.jobs.get(jobid)
+            if job is not None:
+                found.append(job)
+                last, lastKey = name, key
+        return found, None
+
+    def _listingOf(self, status, task, queue, after):
+        """(key, job id) of the jobs of ``status`` (and ``task``, ``queue``)
+        in the order of their listing, after the key ``after``."""
+        if status == interfaces.PROCESSING:
+            for key, jobid in self._liveLeases():
+                if after is not None and key <= after:
+                    continue
+                job = self.jobs[jobid]
+                if task in (None, job.task) and queue in (None, job.queue):
+                    yield key, jobid
+            return
+        trees = _listing.trees(self._listing, status, task, queue)
+        if status in _LISTED_BY_INDEX:
+            yield from _listing.ascending(trees, after)
+        else:
+            yield from _listing.descending(trees, after)
+
+    def _scanJobs(self, statuses, task, queue, limit, cursor):
+        """`listJobs` by reading every job, until the listings are built."""
         start = 0
         if cursor is not None:
-            if not isinstance(cursor, str) or not cursor.isascii() \
-                    or not cursor.isdigit():
+            text = cursor[5:] if isinstance(cursor, str) \
+                and cursor.startswith('scan.') else ''
+            if not (text.isascii() and text.isdigit()):
                 raise ValueError('cursor must be one that listJobs gave, '
                                  'not %r' % (cursor,))
-            start = int(cursor)
-        rank = {s: n for n, s in enumerate(interfaces.LISTING_ORDER)}
+            start = int(text)
+        rank = {s: n for n, s in enumerate(statuses)}
         found = sorted(
             (job for job in self.jobs.values()
-             if status in (None, job.status) and task in (None, job.task)),
-            key=lambda job: (rank.get(job.status, len(rank)),
-                             _listingOrder(job)))
+             if job.status in rank and task in (None, job.task)
+             and queue in (None, job.queue)),
+            key=lambda job: (rank[job.status], _listingOrder(job)))
         page = found[start:start + limit]
         more = start + limit < len(found)
-        return page, (str(start + limit) if more else None)
+        return page, ('scan.%d' % (start + limit) if more else None)
 
     def expiredLeases(self, now=None, limit=10):
         """Up to ``limit`` running jobs whose lease ran out by ``now``
@@ -1073,16 +1257,17 @@ class TaskService(persistent.Persistent):
 
     # -- running jobs ------------------------------------------------------
 
-    def hasJobsWaiting(self, now=None):
+    def hasJobsWaiting(self, now=None, queues=None):
         now = self._now(now)
+        queues = _queues.check_names(queues)
         if self._layout != LAYOUT:
             return True     # the claim that follows upgrades the data
         if self.paused:
             return False
-        if self._queueHead() is not None:
+        if self._queueHead(queues) is not None:
             return True
         limit = _timeKey(now) | _LOW_MASK
-        if self._scheduled and self._scheduled.minKey() <= limit:
+        if _earliestDue(self._servedQueues(queues), limit) is not None:
             return True
         # An expired lease counts: its job is to be given back. (Entries of
         # leases that heartbeats extended wait to be moved on by a claim.)
@@ -1108,7 +1293,8 @@ class TaskService(persistent.Persistent):
                     and job.lease is not None and job.lease.key == key:
                 yield key, jobid
 
-    def claimNextJob(self, now=None, worker=None, lease=None, spread=False):
+    def claimNextJob(self, now=None, worker=None, lease=None, spread=False,
+                     queues=None):
         """Claim the next due job for ``worker`` and return its id, or None.
 
         The job is ``processing`` under a lease of ``lease`` seconds (default:
@@ -1120,13 +1306,16 @@ class TaskService(persistent.Persistent):
         With ``spread``, a queued job is taken from the head of a random
         lane instead of being the oldest of all: workers claiming at the
         same moment then rarely want the same job, at the price of a queue
-        that is only roughly first in, first out.
+        that is only roughly first in, first out (priorities still hold).
+
+        ``queues`` names the queues to claim from (default: all of them).
         """
         return self._claimNext(self._now(now), worker, _leaseSeconds(lease),
-                               spread, shard=_leaseShard(worker))
+                               spread, shard=_leaseShard(worker),
+                               queues=_queues.check_names(queues))
 
     def claimJobs(self, now=None, count=1, worker=None, lease=None,
-                  spread=False, start=None):
+                  spread=False, start=None, queues=None):
         """Claim up to ``count`` due jobs for ``worker``; a list of their ids.
 
         As ``count`` calls of `claimNextJob`, but with ``spread`` the queued
@@ -1138,10 +1327,12 @@ class TaskService(persistent.Persistent):
         the claim commits (default: all). The others are claims that have
         not started until `markStarted` or a heartbeat says so: if their
         lease runs out first, they go back to where they waited, and the
-        claim does not count as a run.
+        claim does not count as a run. ``queues`` names the queues to claim
+        from (default: all of them).
         """
         now = self._now(now)
         lease = _leaseSeconds(lease)
+        queues = _queues.check_names(queues)
         if not isinstance(count, int) or isinstance(count, bool) \
                 or count < 0:
             raise ValueError('count must be an int of 0 or more, not %r'
@@ -1149,22 +1340,22 @@ class TaskService(persistent.Persistent):
         lane = random.getrandbits(_LANE_BITS) if spread else None
         shard = _leaseShard(worker)
         if count > 1:
-            self._prefetchQueue(count, lane)
+            self._prefetchQueue(count, lane, queues)
         if start is None:
             start = count
         claimed = []
         for n in range(count):
             jobid = self._claimNext(now, worker, lease, spread, lane, shard,
-                                    start=n < start)
+                                    start=n < start, queues=queues)
             if jobid is None:
                 break
             claimed.append(jobid)
         return claimed
 
     def _claimNext(self, now, worker, lease, spread, lane=None, shard=None,
-                   start=True):
+                   start=True, queues=None):
         while True:
-            claimed = self._claim(now, spread, lane)
+            claimed = self._claim(now, spread, lane, queues)
             if claimed is None:
                 return None
             job, place = claimed
@@ -1200,27 +1391,30 @@ class TaskService(persistent.Persistent):
         _prefetch(jar, [job for job in map(self.jobs.get, ids)
                         if job is not None])
 
-    def _prefetchQueue(self, count, lane=None):
+    def _prefetchQueue(self, count, lane=None, queues=None):
         """Prefetch what claiming ``count`` queued jobs will read: the
-        oldest, or with ``lane`` those from that lane on."""
+        next ones, or with ``lane`` those from that lane on."""
         jar = self._p_jar
         if jar is None or not hasattr(jar, 'prefetch') or count < 1:
             return
-        _prefetch(jar, (self._scheduled, self._unplaced, self._expiry)
-                  + self._leases + self._queue)
+        served = self._servedQueues(queues)
+        lanes = [(n, tree) for queue in served
+                 for n, tree in enumerate(queue.lanes)]
+        _prefetch(jar, (self._unplaced, self._expiry) + self._leases
+                  + tuple(queue.due for queue in served)
+                  + tuple(tree for _, tree in lanes))
         if lane is None:
-            _prefetch(jar, [_firstBucket(tree) for tree in self._queue])
+            _prefetch(jar, [_firstBucket(tree) for _, tree in lanes])
             heads = heapq.nsmallest(count, itertools.chain.from_iterable(
                 itertools.islice(_laneItems(tree, n), count)
-                for n, tree in enumerate(self._queue)),
-                key=lambda item: item[0] & _ORDER_MASK)
+                for n, tree in lanes),
+                key=lambda item: _queues.rank_of(item[0]))
         else:
             heads = []
-            for n in range(_LANES):
-                index = (lane + n) % _LANES
-                heads.extend(itertools.islice(
-                    _laneItems(self._queue[index], index),
-                    count - len(heads)))
+            lanes.sort(key=lambda item: (item[0] - lane) % _LANES)
+            for n, tree in lanes:
+                heads.extend(itertools.islice(_laneItems(tree, n),
+                                              count - len(heads)))
                 if len(heads) >= count:
                     break
         self.prefetch(jobid for _, jobid in heads)
@@ -1313,7 +1507,7 @@ class TaskService(persistent.Persistent):
         if delay is not None:
             when = max(when, now + delay)
         if job.paused:
-            self._setStatus(job, interfaces.PAUSED)
+            self._setStatus(job, interfaces.PAUSED, now)
             job.pausedFrom = (interfaces.CRONJOB if _repeats(job)
                               else interfaces.QUEUED)
             job.scheduledFor = when if isinstance(job, CronJob) else None
@@ -1366,8 +1560,11 @@ class TaskService(persistent.Persistent):
         """
         job = self._job(jobid)
         nodes = [job]
-        if job.status in self._finished:
+        if self._finished is not None and job.status in self._finished:
             nodes.extend(self._finished[job.status].nodesWrittenBy(job.id))
+        if job._listed is not None:
+            tree = self._listing[job._listShard][job._listed]
+            nodes.extend(pathTo(tree, job._listKey))
         return {node._p_oid for node in nodes}
 
     def _checkLease(self, job, token):
@@ -1437,9 +1634,12 @@ class TaskService(persistent.Persistent):
                 self._endRun(job, now, failed=True, retry=False)
                 continue
             job.lease = None
+            job.history = (job.history + ((
+                job.started, lease.expires, lease.worker, 'lost',
+                message),))[-KEEP_RUNS:]
             appendLog(job, message + '; it runs again')
             if job.paused:
-                self._setStatus(job, interfaces.PAUSED)
+                self._setStatus(job, interfaces.PAUSED, now)
                 job.pausedFrom = (interfaces.CRONJOB if _repeats(job)
                                   else interfaces.QUEUED)
             elif isinstance(job, CronJob):
@@ -1471,6 +1671,16 @@ class TaskService(persistent.Persistent):
             if 0 not in tree:
                 tree[0] = _PLACEHOLDER
         self._startCounting()
+        # From layout 3: the queue and the schedule become the default
+        # queue, and listing begins (the jobs are listed by `buildCounts`
+        # too, in the same batches).
+        if self._queues is None:
+            self._queues = OOBTree()
+            self._queues[_queues.DEFAULT] = _queues.Queue(
+                _queues.DEFAULT, self._queue, self._scheduled)
+        if self._listing is None:
+            self._listing = _listing.new_listing()
+            self._listBuild = _counting.CountBuild()
         self._layout = LAYOUT
         return True
 
@@ -1492,7 +1702,7 @@ class TaskService(persistent.Persistent):
                 self._index(_QUEUE, self.jobs[jobid], first + 1)
             lane[first] = _PLACEHOLDER
 
-    def _claim(self, now, spread=False, lane=None):
+    def _claim(self, now, spread=False, lane=None, queues=None):
         self._current(now)
         if self.paused:
             return None
@@ -1501,9 +1711,11 @@ class TaskService(persistent.Persistent):
         self._recoverExpired(now)
         if self._expiry:
             self.purgeExpired(now, limit=PURGE_PER_CLAIM)
-        scheduled = self._scheduled
         limit = _timeKey(now) | _LOW_MASK
-        while scheduled and scheduled.minKey() <= limit:
+        while True:
+            scheduled = _earliestDue(self._servedQueues(queues), limit)
+            if scheduled is None:
+                break
             key = scheduled.minKey()
             job = self.jobs.get(scheduled[key])
             if _stale(job, _SCHEDULED, key):
@@ -1524,7 +1736,8 @@ class TaskService(persistent.Persistent):
             except Exception as error:
                 self._poisoned(job, now, error)
         while True:
-            head = self._laneHead(lane) if spread else self._queueHead()
+            head = (self._laneHead(lane, queues) if spread
+                    else self._queueHead(queues))
             if head is None:
                 return None
             tree, key = head
@@ -1599,6 +1812,14 @@ class TaskService(persistent.Persistent):
         _notify(events.JobMissed, self, job, now, count=n, action=action)
 
     def _startRun(self, job, now, due=None, following=_UNKNOWN):
+        if job.completed is not None and job.started is not None:
+            # The run before this one goes to the history, and the job
+            # tells of the run in hand: it has not ended.
+            job.history = (job.history + ((
+                job.started, job.completed, job.ranOn,
+                interfaces.ERROR if job.error else interfaces.COMPLETED,
+                job.error),))[-KEEP_RUNS:]
+            job.completed = None
         job.runDue = due
         self._setStatus(job, interfaces.PROCESSING)
         job.claimed = job.started = now
@@ -1768,6 +1989,8 @@ class TaskService(persistent.Persistent):
                      retryDelay=outcome.retryDelay)
 
     def _endRun(self, job, now, failed, retry=True, retryDelay=None):
+        if job.lease is not None:
+            job.ranOn = job.lease.worker
         job.lease = None   # its index entry is dropped when it comes due
         job.lostLeases = 0
         if job.status == interfaces.CANCELLED:
@@ -1785,7 +2008,7 @@ class TaskService(persistent.Persistent):
         if _repeats(job):
             if job.paused:
                 self._unindex(job)
-                self._setStatus(job, interfaces.PAUSED)
+                self._setStatus(job, interfaces.PAUSED, now)
                 job.pausedFrom = interfaces.CRONJOB
                 return
             if job.waitingRun:
@@ -1829,7 +2052,8 @@ class TaskService(persistent.Persistent):
     #: Records of workers dead or stopped for this long are dropped.
     workerDropAfter = _Duration(3600, positive=True)
 
-    def registerWorker(self, name, now, host, pid, every, tasks=()):
+    def registerWorker(self, name, now, host, pid, every, tasks=(),
+                       queues=None):
         from zodbtasks.registry import WorkerRecord
         now = checkMoment(now)
         if not isinstance(name, str) or not isinstance(host, str):
@@ -1845,16 +2069,17 @@ class TaskService(persistent.Persistent):
         if not all(isinstance(task, str) for task in tasks):
             raise TypeError('tasks are task names (strings), not %r'
                             % (tasks,))
+        queues = _queues.check_names(queues)
         if self._workers is None:
             self._workers = OOBTree()
         record = self._workers.get(name)
         if record is None:
             record = self._workers[name] = WorkerRecord(
-                name, host, pid, now, every, tasks)
+                name, host, pid, now, every, tasks, queues)
         else:
             # The name came back (a worker restarted with it): reset the
             # record in place, leaving the mapping alone.
-            record.__init__(name, host, pid, now, every, tasks)
+            record.__init__(name, host, pid, now, every, tasks, queues)
             record.stopped = None
         return record
 
@@ -1912,6 +2137,18 @@ class TaskService(persistent.Persistent):
                 unserved[task] = unserved.get(task, 0) + n
         return unserved
 
+    def unservedQueues(self, now):
+        """{queue: number of queued jobs} of the queues that no live worker
+        claims from."""
+        served = set()
+        for record in self.liveWorkers(now):
+            if record.queues is None:
+                return {}
+            served.update(record.queues)
+        return {queue: n for (queue, status), n in self.queueCounts().items()
+                if status == interfaces.QUEUED and n > 0
+                and queue not in served}
+
 
 implementer(interfaces.IWorkerRegistry)(TaskService)
 
@@ -1944,15 +2181,55 @@ def _limit(limit):
     return limit
 
 
+def _readCursor(cursor, statuses):
+    """(status, key) where the page of ``cursor`` begins."""
+    if cursor is None:
+        return statuses[0], None
+    order = interfaces.LISTING_ORDER
+    try:
+        if not isinstance(cursor, str) or not cursor.isascii():
+            raise ValueError
+        n, key = cursor.split('.')
+        status, key = order[int(n)], int(key)
+        if status not in statuses or not 0 <= key <= _MAX_KEY:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ValueError('cursor must be one that listJobs gave for these '
+                         'filters, not %r' % (cursor,)) from None
+    return status, key
+
+
 def _listingOrder(job):
     if job.status == interfaces.QUEUED:
-        return (job._indexKey or 0) & _ORDER_MASK
+        return _queues.rank_of(job._indexKey or 0)
     if job.status == interfaces.PROCESSING:
         return job.claimed or 0
     if job.status in (interfaces.RETRYING, interfaces.DELAYED,
                       interfaces.CRONJOB):
         return job.scheduledFor if job.scheduledFor is not None else math.inf
     return -(job.completed or job.created or 0)
+
+
+def _earliestDue(queues, limit):
+    """The due tree of ``queues`` whose first key is the smallest, if it is
+    at most ``limit``; else None."""
+    best = bestKey = None
+    for queue in queues:
+        due = queue.due
+        if due:
+            key = due.minKey()
+            if key <= limit and (bestKey is None or key < bestKey):
+                best, bestKey = due, key
+    return best
+
+
+def _countKey(job):
+    """What a job is counted as: (status, task), and its queue if it is
+    not the default one (so that counts kept before queues stay right)."""
+    queue = job.queue
+    if queue == _queues.DEFAULT:
+        return (job.status, job.task)
+    return (job.status, job.task, queue)
 
 
 def _stale(job, index, key):

@@ -89,7 +89,7 @@ def counts_on(page):
 # -- reading -------------------------------------------------------------------
 
 def test_the_list_shows_every_job_and_the_counts_by_status(app, ids):
-    page = app.get('/')
+    page = app.get('/jobs')
     assert page.content_type == 'text/html'
     for jobid in ids.values():
         assert 'id="job-%d"' % jobid in page.text
@@ -97,28 +97,51 @@ def test_the_list_shows_every_job_and_the_counts_by_status(app, ids):
         '*': 6, 'queued': 2, 'processing': 1, 'retrying': 0, 'delayed': 1,
         'cronjob': 1, 'paused': 0, 'start later': 0, 'error': 1,
         'cancelled': 0, 'completed': 0}
-    # newest first
-    rows = re.findall(r'<tr id="job-(\d+)"', page.text)
-    assert rows[:2] == [str(ids['queued2']), str(ids['queued'])]
+    # in the service's listing order: running, queued (in claim order), ...
+    rows = [int(r) for r in re.findall(r'<tr id="job-(\d+)"', page.text)]
+    assert rows == [ids['running'], ids['queued'], ids['queued2'],
+                    ids['delayed'], ids['cron'], ids['failed']]
+
+
+def shown_rows(page):
+    return [int(r) for r in re.findall(r'<tr id="job-(\d+)"', page.text)]
 
 
 def test_the_list_filters_by_status_task_and_limit(app, ids):
-    page = app.get('/', {'status': 'error'})
-    assert re.findall(r'<tr id="job-(\d+)"', page.text) == [str(ids['failed'])]
-    page = app.get('/', {'task': 'ech'})
-    shown = set(map(int, re.findall(r'<tr id="job-(\d+)"', page.text)))
-    assert shown == {ids['cron'], ids['delayed'], ids['queued'],
-                     ids['queued2']}
-    page = app.get('/', {'status': 'queued', 'task': 'echo', 'limit': '1'})
-    assert re.findall(r'<tr id="job-(\d+)"', page.text) == [str(ids['queued2'])]
-    assert 'Showing 1 of 2 matching' in page.text
-    page = app.get('/', {'status': 'completed'})
-    assert 'No job matches.' in page.text
+    page = app.get('/jobs', {'status': 'error'})
+    assert shown_rows(page) == [ids['failed']]
+    page = app.get('/jobs', {'task': 'echo'})
+    assert set(shown_rows(page)) == {ids['cron'], ids['delayed'],
+                                     ids['queued'], ids['queued2']}
+    assert shown_rows(app.get('/jobs', {'task': 'ech'})) == []  # exact names
+    page = app.get('/jobs', {'status': 'queued', 'task': 'echo',
+                             'limit': '1'})
+    assert shown_rows(page) == [ids['queued']]
+    assert 'Showing 1 of\n  2 matching' in page.text
+    # the next page, through the cursor the service gave
+    page = page.click(linkid='next-page')
+    assert shown_rows(page) == [ids['queued2']]
+    assert 'id="next-page"' not in page.text
+    assert 'id="first-page"' in page.text
+    page = app.get('/jobs', {'status': 'completed'})
+    assert 'No job\n  matches.' in page.text
     # the counts stay those of the whole service
     assert counts_on(page)['*'] == 6
+    app.get('/jobs', {'status': 'nonsense'}, status=400)
+    app.get('/jobs', {'limit': '0'}, status=400)
+    app.get('/jobs', {'limit': 'x'}, status=400)
+    # the old links of the list (at /) lead to it, once checked
+    old = app.get('/', {'status': 'error'}, status=303)
+    assert old.location == 'http://localhost/jobs?status=error'
     app.get('/', {'status': 'nonsense'}, status=400)
-    app.get('/', {'limit': '0'}, status=400)
-    app.get('/', {'limit': 'x'}, status=400)
+
+
+def test_search_by_id(app, ids):
+    page = app.get('/jobs', {'id': str(ids['cron'])})
+    assert shown_rows(page) == [ids['cron']]
+    page = app.get('/jobs', {'id': '12345'}, status=404)
+    assert 'No job has\n  the id 12345' in page.text
+    app.get('/jobs', {'id': 'abc'}, status=400)
 
 
 def test_the_job_page_shows_error_traceback_and_log(app, ids):
@@ -126,8 +149,10 @@ def test_the_job_page_shows_error_traceback_and_log(app, ids):
     assert 'id="error"' in page.text and 'ZeroDivisionError' in page.text
     assert 'id="traceback"' in page.text
     assert 'Traceback (most recent call last)' in page.text
-    assert '&lt;script&gt;alert(&quot;log&quot;)&lt;/script&gt;' in page.text
-    assert '&#x27;&lt;b&gt;bold&lt;/b&gt;&#x27;' in page.text   # the input
+    assert '&lt;script&gt;alert("log")&lt;/script&gt;' in page.text
+    assert '<script>alert' not in page.text
+    assert "'&lt;b&gt;bold&lt;/b&gt;'" in page.text   # the input
+    assert '<b>bold' not in page.text
     assert '/job/%d/retry' % ids['failed'] in page.text
     assert '/job/%d/cancel' % ids['failed'] not in page.text
 
@@ -142,14 +167,14 @@ def test_the_job_page_shows_progress_and_lease(app, ids):
 
 def test_the_job_page_shows_the_schedule_and_its_next_runs(app, ids, db):
     page = app.get('/job/%d' % ids['cron'])
-    assert "cron &#x27;*/15 * * * *&#x27; in Europe/Paris" in page.text
+    assert "cron '*/15 * * * *' in Europe/Paris" in page.text
     with db.transaction() as conn:
         expected = schedule.next_times(_service(conn).jobs[ids['cron']]
                                        .schedule, NOW, 5)
     section = page.text.split('id="next-runs"')[1].split('</ol>')[0]
     assert re.findall(r'data-epoch="([\d.]+)"', section) == \
         [str(t) for t in expected]
-    assert '2023-11-14 22:15:00 UTC (2023-11-14 23:15:00 CET)' in section
+    assert '2023-11-14 23:15:00 CET (2023-11-14 22:15:00 UTC)' in section
     page = app.get('/job/%d' % ids['delayed'])
     assert 'once, 3600 seconds after' in page.text
 
@@ -222,14 +247,14 @@ def test_a_post_without_a_good_token_is_refused_and_changes_nothing(app, ids,
     with db.transaction() as conn:
         assert not _service(conn).paused
     # ... and the form's token works
-    action_form(page, ids['queued'], 'cancel').submit(status=303)
+    action_form(app.get('/jobs'), ids['queued'], 'cancel').submit(status=303)
     assert status(db, ids['queued']) == 'cancelled'
 
 
 def test_cancel(app, ids, db):
-    page = app.get('/')
+    page = app.get('/jobs')
     response = action_form(page, ids['queued'], 'cancel').submit(status=303)
-    assert response.location == 'http://localhost/'
+    assert response.location == 'http://localhost/jobs'
     assert status(db, ids['queued']) == 'cancelled'
     page = response.follow()
     assert '/job/%d/cancel' % ids['queued'] not in page.text
@@ -339,13 +364,13 @@ def test_a_script_may_send_the_token_in_a_header(app, ids, db):
 def test_links_follow_the_mount_point(db, ids):
     app = webtest.TestApp(dashboard.make_app(db, PATH),
                           extra_environ={'SCRIPT_NAME': '/dash'})
-    page = app.get('/dash/')
+    page = app.get('/dash/jobs')
     assert 'href="/dash/job/%d"' % ids['queued'] in page.text
     assert 'action="/dash/job/%d/cancel"' % ids['queued'] in page.text
     assert 'data-counts-url="/dash/api/counts"' in page.text
     [form] = [f for f in page.forms.values()
               if f.action == '/dash/job/%d/cancel' % ids['queued']]
-    assert form.submit(status=303).location == 'http://localhost/dash/'
+    assert form.submit(status=303).location == 'http://localhost/dash/jobs'
     assert status(db, ids['queued']) == 'cancelled'
 
 def test_allowed_hosts_defeat_dns_rebinding(db, ids):
@@ -373,12 +398,13 @@ def test_the_command_checks_database_and_service(tmp_path, tasks, capsys,
     assert dashboard.main(['--db', path, '--service', 'app/missing']) == 1
     assert "nothing at /app/missing" in capsys.readouterr().err
     served = []
-    monkeypatch.setattr(dashboard, 'serve', lambda db, path, **kw: served.append(
-        (path, kw)))
+    monkeypatch.setattr(dashboard.command, 'serve',
+                        lambda db, path, **kw: served.append((path, kw)))
     assert dashboard.main(['--db', 'file://' + path, '--service', PATH,
                            '--port', '9999']) == 0
     assert served == [(PATH, {'host': '127.0.0.1', 'port': 9999,
-                              'allowed_hosts': None, 'poll_seconds': 5.0})]
+                              'allowed_hosts': None, 'poll_seconds': 5.0,
+                              'auth': None})]
     assert dashboard.main(['--db', str(tmp_path / 'no' / 'such.fs'),
                            '--service', PATH]) == 1
     assert 'cannot open --db' in capsys.readouterr().err
@@ -482,7 +508,7 @@ def test_in_chromium(tmp_path, tasks, browser):
                                  allowed_hosts=('127.0.0.1',))
         server = ServerThread(app)
         wait = WebDriverWait(browser, 10)
-        browser.get(server.url)
+        browser.get(server.url + 'jobs')
         rows = browser.find_elements(By.CSS_SELECTOR, 'table.jobs tr[data-job]')
         assert {int(r.get_attribute('data-job')) for r in rows} == \
             set(ids.values())

@@ -337,11 +337,11 @@ class Dashboard:
         return int(text)
 
     def _job(self, service, jobid):
-        try:
-            return service.jobs[jobid]
-        except (KeyError, IndexError, TypeError, OverflowError):
+        job = _lookup(service, jobid)
+        if job is None:
             raise HTTPError(404, 'No job has the id %r (it may have been '
-                            'cleaned away).' % jobid) from None
+                            'cleaned away).' % jobid)
+        return job
 
     def _url(self, request, path, **query):
         url = request.script_name + path
@@ -466,7 +466,7 @@ class Dashboard:
             counts = service.jobCounts()
             found = None
             if jobid is not None:
-                job = service.jobs.get(jobid)
+                job = _lookup(service, jobid)
                 rows, following = ([job] if job is not None else []), None
                 found = job is not None
             else:
@@ -527,11 +527,11 @@ class Dashboard:
         now = self.clock()
 
         def work(service):
-            workers = service.workers(now)
+            workers = [(w, w.state(now)) for w in service.workers(now)]
             return self._render(
                 request, 'workers.pt', 'Workers', 'workers', service,
                 workers=workers,
-                live=sum(1 for w in workers if w.state(now) == 'live'),
+                live=sum(1 for w, state in workers if state == 'live'),
                 unserved=service.unservedTasks(now))
         return self._transact(work)
 
@@ -563,13 +563,16 @@ class Dashboard:
     def _apply(self, service, jobid, action):
         """Do ``action`` to a job; ValueError says why it does not apply."""
         method = jobinfo.ACTIONS[action][1]
+        status = service.jobs[jobid].status
+        if method == 'cancel' and status in interfaces.FINISHED:
+            # The service would change nothing: say so.
+            raise ValueError('it has finished already (%s)' % status)
         if method == 'pause':
             service.pause(jobid)
         elif method == 'startJob':
             if not service.startJob(jobid, now=self.clock()):
                 raise ValueError('only a job waiting to be started can be '
-                                 'started; this one is %s'
-                                 % service.jobs[jobid].status)
+                                 'started; this one is %s' % status)
         else:
             getattr(service, method)(jobid, now=self.clock())
 
@@ -597,13 +600,13 @@ class Dashboard:
                 ', '.join(jobinfo.BULK_ACTIONS), action))
         ids = []
         for text in request.POST.getall('job'):
-            jobid = self._jobid(text.strip()) if text.strip().isascii() \
-                and text.strip().isdigit() else None
-            if jobid is None:
+            text = text.strip()
+            if not (text.isascii() and text.isdigit()) \
+                    or len(text) > _ID_DIGITS:
                 raise HTTPError(400, 'job must be job ids (whole numbers), '
                                 'not %r.' % text)
-            if jobid not in ids:
-                ids.append(jobid)
+            if int(text) not in ids:
+                ids.append(int(text))
         if not ids:
             raise HTTPError(400, 'Select at least one job.')
         if len(ids) > MAX_BULK:
@@ -613,7 +616,7 @@ class Dashboard:
         def work(service):
             done, skipped = [], []
             for jobid in ids:
-                if service.jobs.get(jobid) is None:
+                if _lookup(service, jobid) is None:
                     skipped.append((jobid, 'no such job'))
                     continue
                 try:
@@ -646,6 +649,14 @@ class Dashboard:
         log.info('%s the service', action)
         return self._redirect(self._redirectTarget(request,
                                                    self._url(request, '/')))
+
+
+def _lookup(service, jobid):
+    """The job ``jobid`` or None (an id too large for the tree included)."""
+    try:
+        return service.jobs.get(jobid)
+    except (TypeError, OverflowError, ValueError):
+        return None
 
 
 def _taskTable(counts):

@@ -127,12 +127,16 @@ def attempts(job, now):
             'running' if began else 'claimed', started=began or lease.claimed,
             worker=lease.worker))
     failures = list(job.failures)
-    if job.completed is not None and job.started is not None:
+    if job.completed is not None:
         failed = bool(job.error)
         if failed and failures and failures[-1][0] == job.completed:
             failures.pop()
+        # A claim sets ``started``: while a job runs, it is the new run's.
+        began = None if running else job.started
+        if began is not None and began > job.completed:
+            began = None
         found.append(Attempt('failed' if failed else 'succeeded',
-                             started=job.started, ended=job.completed,
+                             started=began, ended=job.completed,
                              error=job.error if failed else None))
     for when, message in reversed(failures):
         found.append(Attempt('failed', ended=when, error=message))

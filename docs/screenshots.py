@@ -29,7 +29,8 @@ WIDTH = 1200
 MAX_HEIGHT = 1600
 TASKS = {'send_email': 0.4, 'resize_image': 2.5, 'sync_crm': 9.0,
          'nightly_report': 95.0}
-PAGES = [('dashboard-overview.png', ''), ('dashboard-jobs.png', 'jobs'),
+PAGES = [('dashboard-overview.png', ''),
+         ('dashboard-jobs.png', 'jobs?limit=20'),
          ('dashboard-job.png', 'job/{failed}'),
          ('dashboard-workers.png', 'workers')]
 

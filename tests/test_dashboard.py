@@ -223,6 +223,11 @@ def test_pages_carry_security_headers_and_a_strict_cookie(app):
     cookie = response.headers['Set-Cookie']
     assert 'HttpOnly' in cookie and 'SameSite=Strict' in cookie
     assert '<script>' not in response.text    # no inline script
+    assert response.text.startswith('<!DOCTYPE html>')
+    # the service's buttons carry the token as scripts find it (Zope's tests)
+    token = app.app.token(app.cookies[dashboard.COOKIE])
+    assert re.search(r'name="csrf_token" value="(\w+)"',
+                     response.text).group(1) == token
     js = app.get('/static/dashboard.js')
     assert js.content_type == 'application/javascript'
     assert '/api/counts' in response.text and 'fetch(' in js.text

@@ -89,7 +89,7 @@ def counts_on(page):
         r'data-count="([^"]+)">(\d+)<', page.text)}
 
 
-# -- reading -------------------------------------------------------------------
+# -- reading ------------------------------------------------------------------
 
 def test_the_list_shows_every_job_and_the_counts_by_status(app, ids):
     page = app.get('/jobs')
@@ -233,13 +233,13 @@ def test_pages_carry_security_headers_and_a_strict_cookie(app):
     assert '/api/counts' in response.text and 'fetch(' in js.text
 
 
-# -- changing ------------------------------------------------------------------
+# -- changing -----------------------------------------------------------------
 
 def test_a_post_without_a_good_token_is_refused_and_changes_nothing(app, ids,
                                                                     db):
     url = '/job/%d/cancel' % ids['queued']
     app.post(url, status=403)                         # no cookie, no token
-    page = app.get('/')                               # now with a session
+    app.get('/')                                      # now with a session
     app.post(url, status=403)                         # no token
     app.post(url, {'csrf_token': 'bad'}, status=403)
     good = app.app.token(app.cookies[dashboard.COOKIE])
@@ -395,7 +395,7 @@ def test_a_missing_service_is_an_error_page(db, tasks):
     assert 'No task service' in response.text
 
 
-# -- the overview ----------------------------------------------------------------
+# -- the overview -------------------------------------------------------------
 
 def finish(service, task, started, took, error=None, worker='w1'):
     """A job of ``task`` whose run began at ``started`` and took ``took``."""
@@ -493,7 +493,7 @@ def test_the_overview_of_an_empty_service(db, tasks):
     assert 'No failed or retrying job.' in page.text
 
 
-# -- the job page ----------------------------------------------------------------
+# -- the job page -------------------------------------------------------------
 
 def test_the_job_page_lists_the_runs_the_job_records(db, tasks):
     with db.transaction() as conn:
@@ -569,7 +569,7 @@ def test_a_start_later_job_is_started_from_its_page(app, db, ids):
     assert '/job/%d/start' % later not in app.get('/job/%d' % later).text
 
 
-# -- bulk actions ----------------------------------------------------------------
+# -- bulk actions -------------------------------------------------------------
 
 def bulk(app, action, jobids, **kw):
     app.get('/jobs')
@@ -619,7 +619,7 @@ def test_bulk_actions_are_checked_before_anything_changes(app, ids, db):
     assert status(db, ids['queued']) == 'queued'
 
 
-# -- bad input -------------------------------------------------------------------
+# -- bad input ----------------------------------------------------------------
 
 @pytest.mark.parametrize('url', [
     '/?limit=%C2%B2', '/jobs?limit=%C2%B2', '/jobs?limit=-1',
@@ -656,7 +656,7 @@ def test_a_bad_cursor_says_what_is_wrong(app):
     assert 'cursor must be one that listJobs gave' in page.text
 
 
-# -- workers ---------------------------------------------------------------------
+# -- workers ------------------------------------------------------------------
 
 def test_the_workers_page_shows_records_and_marks_the_dead(app, db, ids):
     with db.transaction() as conn:
@@ -668,11 +668,13 @@ def test_the_workers_page_shows_records_and_marks_the_dead(app, db, ids):
                                                  'claim conflicts': 2})
         service.registerWorker('gone', NOW - 500, 'host-b', 22, 2.0, ('echo',))
     page = app.get('/workers')
-    rows = {tr['data-worker']: tr for tr in page.html.select('#workers tr.worker')}
+    rows = {tr['data-worker']: tr
+            for tr in page.html.select('#workers tr.worker')}
     assert set(rows) == {'alive', 'gone'}
     assert rows['alive']['data-state'] == 'live'
     assert rows['gone']['data-state'] == 'dead'
-    assert 'dead since 8 min 20 s ago' in rows['gone'].get_text(' ', strip=True)
+    assert 'dead since 8 min 20 s ago' in rows['gone'].get_text(' ',
+                                                                strip=True)
     alive = rows['alive']
     assert alive.select_one('.jobs-done').get_text() == '7'
     assert alive.find('a')['href'] == '/job/%d' % ids['running']
@@ -687,7 +689,7 @@ def test_a_service_without_workers(app):
     assert 'No worker has registered' in app.get('/workers').text
 
 
-# -- metrics ---------------------------------------------------------------------
+# -- metrics ------------------------------------------------------------------
 
 def parse_metrics(text):
     from prometheus_client.parser import text_string_to_metric_families
@@ -741,7 +743,7 @@ def test_metrics_durations_come_from_finished_jobs(timed):
     assert found['zodbtasks_run_duration_runs', (('task', 'echo'),)] == 10
 
 
-# -- authentication --------------------------------------------------------------
+# -- authentication -----------------------------------------------------------
 
 def basic(user, password):
     import base64
@@ -827,7 +829,7 @@ def test_serving_beyond_loopback_needs_auth(db, ids, tmp_path, capsys,
     assert len(served) == 1
 
 
-# -- the command ---------------------------------------------------------------
+# -- the command --------------------------------------------------------------
 
 def test_the_command_checks_database_and_service(tmp_path, tasks, capsys,
                                                  monkeypatch):
@@ -850,7 +852,53 @@ def test_the_command_checks_database_and_service(tmp_path, tasks, capsys,
     assert 'cannot open --db' in capsys.readouterr().err
 
 
-# -- in a browser ----------------------------------------------------------------
+def test_the_command_serves_behind_its_login(tmp_path):
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from zodbtasks._testing import freePort
+    from zodbtasks._testing import waitFor
+    path = str(tmp_path / 'data.fs')
+    fs = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    with fs.transaction() as conn:
+        conn.root()['tasks'] = zodbtasks.TaskService()
+    fs.close()
+    command = [sys.executable, '-m', 'zodbtasks.dashboard', '--db', path,
+               '--service', 'tasks']
+    refused = subprocess.run(command + ['--host', '0.0.0.0'], timeout=60,
+                             capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert 'is not a loopback address: give --auth FILE' in refused.stderr
+    users = tmp_path / 'users'
+    users.write_text('alice:pw\n')
+    users.chmod(0o600)
+    port = freePort()
+    server = subprocess.Popen(command + ['--port', str(port), '--auth',
+                                         str(users)],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = 'http://127.0.0.1:%d/' % port
+
+    def answer(headers=None):
+        try:
+            return urllib.request.urlopen(urllib.request.Request(
+                url, headers=headers or {}), timeout=5).status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return None
+    try:
+        assert waitFor(answer, 60, 'the dashboard to listen') == 401
+        assert answer({'Authorization': basic('alice', 'no')}) == 401
+        assert answer({'Authorization': basic('alice', 'pw')}) == 200
+    finally:
+        server.terminate()
+        assert server.wait(30) == 0
+
+
+# -- in a browser -------------------------------------------------------------
 
 def _browser_missing():
     """Why the browser test cannot run here, or None."""
@@ -1049,7 +1097,7 @@ def test_the_overview_chart_and_a_bulk_retry_in_chromium(tmp_path, tasks,
         db.close()
 
 
-# -- with a real worker ------------------------------------------------------------
+# -- with a real worker -------------------------------------------------------
 
 @pytest.fixture
 def zeo_with_jobs(tmp_path):

@@ -59,7 +59,8 @@ def describeSchedule(job):
                   ('hour', job.hour), ('dayOfMonth', job.dayOfMonth),
                   ('month', job.month), ('dayOfWeek', job.dayOfWeek)]
         text = ', '.join('%s %s' % (name, ','.join(map(str, values)))
-                         for name, values in fields if values) or 'every minute'
+                         for name, values in fields if values)
+        text = text or 'every minute'
     if job.timezone:
         text += ' in %s' % (job.timezone,)
     if job.start is not None:

@@ -11,7 +11,6 @@ from zodbtasks import interfaces
 
 #: Finished jobs of each outcome (completed, error) the overview reads.
 RECENT_LIMIT = 1000
-PAGE = 200
 MINUTES = 60
 
 
@@ -21,18 +20,9 @@ def recent_finished(service, limit=RECENT_LIMIT):
     found = {}
     cut = False
     for status in (interfaces.COMPLETED, interfaces.ERROR):
-        jobs = []
-        cursor = None
-        while len(jobs) < limit:
-            page, cursor = service.listJobs(
-                status=status, limit=min(PAGE, limit - len(jobs)),
-                cursor=cursor)
-            jobs.extend(page)
-            if cursor is None:
-                break
-        else:
-            cut = cut or cursor is not None
+        jobs, cursor = service.listJobs(status=status, limit=limit)
         found[status] = jobs
+        cut = cut or cursor is not None
     return found[interfaces.COMPLETED], found[interfaces.ERROR], cut
 
 

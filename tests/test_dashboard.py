@@ -484,6 +484,14 @@ def test_the_overview_shows_counts_chart_failures_and_slowest(timed):
     assert by_task == {'crash': '2', 'echo': '11'}
 
 
+def test_the_overview_says_when_its_bound_left_jobs_out(db, timed):
+    app = webtest.TestApp(dashboard.make_app(db, PATH, clock=lambda: NOW,
+                                             recent_limit=4))
+    page = app.get('/')
+    assert 'Counted from the newest 4' in page.text
+    assert len(page.html.select('#throughput svg rect.bar')) == 2
+    assert 'Counted from the newest' not in timed.get('/').text
+
 def test_the_overview_of_an_empty_service(db, tasks):
     with db.transaction() as conn:
         conn.root()['tasks'] = zodbtasks.TaskService()
@@ -708,7 +716,7 @@ def test_metrics_in_the_prometheus_format(app, db, ids):
         service.workerSeen('w', NOW - 1, jobs=(ids['running'],), jobsDone=3,
                            counters={'completed': 2, 'error': 1,
                                      'claim conflicts': 4,
-                                     'storage outages': 1})
+                                     'storage outages': 1, 'note': 'text'})
     response = app.get('/metrics')
     assert response.content_type == 'text/plain'
     found = parse_metrics(response.text)

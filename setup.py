@@ -9,6 +9,9 @@ def read(name):
 DASHBOARD_REQUIRE = [
     'WebOb >= 1.8.8',
     'waitress >= 3.0',
+    # The dashboard's page templates (escaping by default), and /metrics.
+    'Chameleon >= 4.0',
+    'prometheus_client >= 0.17',
 ]
 
 # psycopg2-binary, not RelStorage's own extra: that one builds psycopg2
@@ -84,7 +87,9 @@ setup(
     package_dir={'': 'src'},
     packages=find_packages('src'),
     include_package_data=True,
-    package_data={'zodbtasks': ['*.zcml']},
+    package_data={'zodbtasks': ['*.zcml'],
+                  'zodbtasks.dashboard': ['templates/*.pt', 'static/*.css',
+                                          'static/*.js']},
     zip_safe=False,
     python_requires='>=3.10',
     install_requires=[

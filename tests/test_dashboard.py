@@ -2,6 +2,7 @@
 import os
 import re
 import shutil
+import socket
 import threading
 
 import pytest
@@ -23,6 +24,8 @@ else:
     webtest = pytest.importorskip('webtest')
 
 from zodbtasks import dashboard  # noqa: E402
+from zodbtasks.dashboard import auth  # noqa: E402
+from zodbtasks.dashboard import stats  # noqa: E402
 
 NOW = 1_700_000_000          # 2023-11-14 22:13:20 UTC
 PATH = 'app/tasks'
@@ -86,10 +89,10 @@ def counts_on(page):
         r'data-count="([^"]+)">(\d+)<', page.text)}
 
 
-# -- reading -------------------------------------------------------------------
+# -- reading ------------------------------------------------------------------
 
 def test_the_list_shows_every_job_and_the_counts_by_status(app, ids):
-    page = app.get('/')
+    page = app.get('/jobs')
     assert page.content_type == 'text/html'
     for jobid in ids.values():
         assert 'id="job-%d"' % jobid in page.text
@@ -97,28 +100,51 @@ def test_the_list_shows_every_job_and_the_counts_by_status(app, ids):
         '*': 6, 'queued': 2, 'processing': 1, 'retrying': 0, 'delayed': 1,
         'cronjob': 1, 'paused': 0, 'start later': 0, 'error': 1,
         'cancelled': 0, 'completed': 0}
-    # newest first
-    rows = re.findall(r'<tr id="job-(\d+)"', page.text)
-    assert rows[:2] == [str(ids['queued2']), str(ids['queued'])]
+    # in the service's listing order: running, queued (in claim order), ...
+    rows = [int(r) for r in re.findall(r'<tr id="job-(\d+)"', page.text)]
+    assert rows == [ids['running'], ids['queued'], ids['queued2'],
+                    ids['delayed'], ids['cron'], ids['failed']]
+
+
+def shown_rows(page):
+    return [int(r) for r in re.findall(r'<tr id="job-(\d+)"', page.text)]
 
 
 def test_the_list_filters_by_status_task_and_limit(app, ids):
-    page = app.get('/', {'status': 'error'})
-    assert re.findall(r'<tr id="job-(\d+)"', page.text) == [str(ids['failed'])]
-    page = app.get('/', {'task': 'ech'})
-    shown = set(map(int, re.findall(r'<tr id="job-(\d+)"', page.text)))
-    assert shown == {ids['cron'], ids['delayed'], ids['queued'],
-                     ids['queued2']}
-    page = app.get('/', {'status': 'queued', 'task': 'echo', 'limit': '1'})
-    assert re.findall(r'<tr id="job-(\d+)"', page.text) == [str(ids['queued2'])]
-    assert 'Showing 1 of 2 matching' in page.text
-    page = app.get('/', {'status': 'completed'})
-    assert 'No job matches.' in page.text
+    page = app.get('/jobs', {'status': 'error'})
+    assert shown_rows(page) == [ids['failed']]
+    page = app.get('/jobs', {'task': 'echo'})
+    assert set(shown_rows(page)) == {ids['cron'], ids['delayed'],
+                                     ids['queued'], ids['queued2']}
+    assert shown_rows(app.get('/jobs', {'task': 'ech'})) == []  # exact names
+    page = app.get('/jobs', {'status': 'queued', 'task': 'echo',
+                             'limit': '1'})
+    assert shown_rows(page) == [ids['queued']]
+    assert 'Showing 1 of\n  2 matching' in page.text
+    # the next page, through the cursor the service gave
+    page = page.click(linkid='next-page')
+    assert shown_rows(page) == [ids['queued2']]
+    assert 'id="next-page"' not in page.text
+    assert 'id="first-page"' in page.text
+    page = app.get('/jobs', {'status': 'completed'})
+    assert 'No job\n  matches.' in page.text
     # the counts stay those of the whole service
     assert counts_on(page)['*'] == 6
+    app.get('/jobs', {'status': 'nonsense'}, status=400)
+    app.get('/jobs', {'limit': '0'}, status=400)
+    app.get('/jobs', {'limit': 'x'}, status=400)
+    # the old links of the list (at /) lead to it, once checked
+    old = app.get('/', {'status': 'error'}, status=303)
+    assert old.location == 'http://localhost/jobs?status=error'
     app.get('/', {'status': 'nonsense'}, status=400)
-    app.get('/', {'limit': '0'}, status=400)
-    app.get('/', {'limit': 'x'}, status=400)
+
+
+def test_search_by_id(app, ids):
+    page = app.get('/jobs', {'id': str(ids['cron'])})
+    assert shown_rows(page) == [ids['cron']]
+    page = app.get('/jobs', {'id': '12345'}, status=404)
+    assert 'No job has\n  the id 12345' in page.text
+    app.get('/jobs', {'id': 'abc'}, status=400)
 
 
 def test_the_job_page_shows_error_traceback_and_log(app, ids):
@@ -126,8 +152,10 @@ def test_the_job_page_shows_error_traceback_and_log(app, ids):
     assert 'id="error"' in page.text and 'ZeroDivisionError' in page.text
     assert 'id="traceback"' in page.text
     assert 'Traceback (most recent call last)' in page.text
-    assert '&lt;script&gt;alert(&quot;log&quot;)&lt;/script&gt;' in page.text
-    assert '&#x27;&lt;b&gt;bold&lt;/b&gt;&#x27;' in page.text   # the input
+    assert '&lt;script&gt;alert("log")&lt;/script&gt;' in page.text
+    assert '<script>alert' not in page.text
+    assert "'&lt;b&gt;bold&lt;/b&gt;'" in page.text   # the input
+    assert '<b>bold' not in page.text
     assert '/job/%d/retry' % ids['failed'] in page.text
     assert '/job/%d/cancel' % ids['failed'] not in page.text
 
@@ -142,14 +170,14 @@ def test_the_job_page_shows_progress_and_lease(app, ids):
 
 def test_the_job_page_shows_the_schedule_and_its_next_runs(app, ids, db):
     page = app.get('/job/%d' % ids['cron'])
-    assert "cron &#x27;*/15 * * * *&#x27; in Europe/Paris" in page.text
+    assert "cron '*/15 * * * *' in Europe/Paris" in page.text
     with db.transaction() as conn:
         expected = schedule.next_times(_service(conn).jobs[ids['cron']]
                                        .schedule, NOW, 5)
     section = page.text.split('id="next-runs"')[1].split('</ol>')[0]
     assert re.findall(r'data-epoch="([\d.]+)"', section) == \
         [str(t) for t in expected]
-    assert '2023-11-14 22:15:00 UTC (2023-11-14 23:15:00 CET)' in section
+    assert '2023-11-14 23:15:00 CET (2023-11-14 22:15:00 UTC)' in section
     page = app.get('/job/%d' % ids['delayed'])
     assert 'once, 3600 seconds after' in page.text
 
@@ -195,18 +223,23 @@ def test_pages_carry_security_headers_and_a_strict_cookie(app):
     cookie = response.headers['Set-Cookie']
     assert 'HttpOnly' in cookie and 'SameSite=Strict' in cookie
     assert '<script>' not in response.text    # no inline script
+    assert response.text.startswith('<!DOCTYPE html>')
+    # the service's buttons carry the token as scripts find it (Zope's tests)
+    token = app.app.token(app.cookies[dashboard.COOKIE])
+    assert re.search(r'name="csrf_token" value="(\w+)"',
+                     response.text).group(1) == token
     js = app.get('/static/dashboard.js')
     assert js.content_type == 'application/javascript'
     assert '/api/counts' in response.text and 'fetch(' in js.text
 
 
-# -- changing ------------------------------------------------------------------
+# -- changing -----------------------------------------------------------------
 
 def test_a_post_without_a_good_token_is_refused_and_changes_nothing(app, ids,
                                                                     db):
     url = '/job/%d/cancel' % ids['queued']
     app.post(url, status=403)                         # no cookie, no token
-    page = app.get('/')                               # now with a session
+    app.get('/')                                      # now with a session
     app.post(url, status=403)                         # no token
     app.post(url, {'csrf_token': 'bad'}, status=403)
     good = app.app.token(app.cookies[dashboard.COOKIE])
@@ -222,14 +255,14 @@ def test_a_post_without_a_good_token_is_refused_and_changes_nothing(app, ids,
     with db.transaction() as conn:
         assert not _service(conn).paused
     # ... and the form's token works
-    action_form(page, ids['queued'], 'cancel').submit(status=303)
+    action_form(app.get('/jobs'), ids['queued'], 'cancel').submit(status=303)
     assert status(db, ids['queued']) == 'cancelled'
 
 
 def test_cancel(app, ids, db):
-    page = app.get('/')
+    page = app.get('/jobs')
     response = action_form(page, ids['queued'], 'cancel').submit(status=303)
-    assert response.location == 'http://localhost/'
+    assert response.location == 'http://localhost/jobs'
     assert status(db, ids['queued']) == 'cancelled'
     page = response.follow()
     assert '/job/%d/cancel' % ids['queued'] not in page.text
@@ -339,13 +372,13 @@ def test_a_script_may_send_the_token_in_a_header(app, ids, db):
 def test_links_follow_the_mount_point(db, ids):
     app = webtest.TestApp(dashboard.make_app(db, PATH),
                           extra_environ={'SCRIPT_NAME': '/dash'})
-    page = app.get('/dash/')
+    page = app.get('/dash/jobs')
     assert 'href="/dash/job/%d"' % ids['queued'] in page.text
     assert 'action="/dash/job/%d/cancel"' % ids['queued'] in page.text
     assert 'data-counts-url="/dash/api/counts"' in page.text
     [form] = [f for f in page.forms.values()
               if f.action == '/dash/job/%d/cancel' % ids['queued']]
-    assert form.submit(status=303).location == 'http://localhost/dash/'
+    assert form.submit(status=303).location == 'http://localhost/dash/jobs'
     assert status(db, ids['queued']) == 'cancelled'
 
 def test_allowed_hosts_defeat_dns_rebinding(db, ids):
@@ -362,7 +395,449 @@ def test_a_missing_service_is_an_error_page(db, tasks):
     assert 'No task service' in response.text
 
 
-# -- the command ---------------------------------------------------------------
+# -- the overview -------------------------------------------------------------
+
+def finish(service, task, started, took, error=None, worker='w1'):
+    """A job of ``task`` whose run began at ``started`` and took ``took``."""
+    jobid = service.add(task, now=started - 1)
+    assert service.claimNextJob(now=started, worker=worker,
+                                lease=600) == jobid
+    token = service.jobs[jobid].lease.token
+    outcome = service.runClaimed(jobid, token, now=started)
+    outcome.completed = started + took
+    if error:
+        outcome.failed, outcome.output = True, None
+        outcome.error, outcome.traceback = error, None
+    service.recordOutcome(jobid, token, outcome)
+    return jobid
+
+
+@pytest.fixture
+def timed(db, tasks):
+    """A service whose jobs finished at known times before NOW."""
+    with db.transaction() as conn:
+        conn.root()['app'] = app = PersistentMapping()
+        app['tasks'] = service = zodbtasks.TaskService()
+        # echo: ten runs of 1..10 s, two minutes ago
+        for n in range(1, 11):
+            finish(service, 'echo', NOW - 120, float(n))
+        # crash: two failed runs of 30 s, one this minute, one 70 min ago
+        finish(service, 'crash', NOW - 40, 30.0, error='ZeroDivisionError')
+        finish(service, 'crash', NOW - 4200, 30.0, error='ZeroDivisionError')
+        service.add('echo', now=NOW)
+    return webtest.TestApp(dashboard.make_app(db, PATH, clock=lambda: NOW))
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(n) for n in range(1, 11)]
+    assert stats.percentile(values, 50) == 5.0
+    assert stats.percentile(values, 95) == 10.0
+    assert stats.percentile(values, 10) == 1.0
+    assert stats.percentile([7.0], 95) == 7.0
+    assert stats.percentile([], 50) is None
+
+
+def test_throughput_counts_each_finished_run_in_its_minute(db, timed):
+    with db.transaction() as conn:
+        completed, failed, cut = stats.recent_finished(_service(conn))
+        assert (len(completed), len(failed), cut) == (10, 2, False)
+        buckets = stats.throughput(completed, failed, NOW)
+    assert len(buckets) == 60
+    # finished at NOW - 120 + n, 110 to 119 s ago: the minute before this one
+    assert buckets[-2] == (10, 0) and buckets[-3] == (0, 0)
+    assert buckets[-1] == (0, 1)          # the crash that ended at NOW - 10
+    assert sum(c + f for c, f in buckets) == 11  # the other is too old
+    with db.transaction() as conn:
+        completed, failed, cut = stats.recent_finished(_service(conn), 4)
+    assert (len(completed), len(failed), cut) == (4, 2, True)
+
+
+def test_the_overview_shows_counts_chart_failures_and_slowest(timed):
+    page = timed.get('/')
+    html = page.html
+    assert counts_on(page)['completed'] == 10
+    assert counts_on(page)['error'] == 2 and counts_on(page)['*'] == 13
+    bars = html.select('#throughput svg rect.bar')
+    assert [b['class'] for b in bars] == [['bar', 'completed'],
+                                          ['bar', 'failed']]
+    done, failed = bars
+    assert done.title.get_text() == '1 min ago: 10 completed'
+    assert failed.title.get_text() == 'this minute: 1 failed'
+    # the tallest bar (10 runs) fills the plot; 1 run is a tenth of it
+    chart = stats.Chart([(0, 0)] * 58 + [(10, 0), (0, 1)])
+    assert float(done['height']) == chart.height - chart.bottom - chart.top
+    assert float(failed['height']) == pytest.approx(float(done['height']) / 10,
+                                                    abs=0.1)
+    rows = [[td.get_text(strip=True) for td in tr.find_all('td')]
+            for tr in html.select('#failures tbody tr')]
+    assert rows == [['crash', '2', '1', '0']]
+    rows = {tr['data-task']: (tr.select_one('.p50').get_text(),
+                              tr.select_one('.p95').get_text())
+            for tr in html.select('#slowest tbody tr')}
+    assert rows == {'crash': ('30.0 s', '30.0 s'), 'echo': ('5.0 s', '10.0 s')}
+    assert [tr['data-task'] for tr in html.select('#slowest tbody tr')] == [
+        'crash', 'echo']
+    latest = html.select('#latest tbody tr')
+    assert len(latest) == 10
+    by_task = {tr['data-task']: tr.find_all('td')[1].get_text()
+               for tr in html.select('#by-task tbody tr')}
+    assert by_task == {'crash': '2', 'echo': '11'}
+
+
+def test_the_overview_says_when_its_bound_left_jobs_out(db, timed):
+    app = webtest.TestApp(dashboard.make_app(db, PATH, clock=lambda: NOW,
+                                             recent_limit=4))
+    page = app.get('/')
+    assert 'Counted from the newest 4' in page.text
+    assert len(page.html.select('#throughput svg rect.bar')) == 2
+    assert 'Counted from the newest' not in timed.get('/').text
+
+def test_the_overview_of_an_empty_service(db, tasks):
+    with db.transaction() as conn:
+        conn.root()['tasks'] = zodbtasks.TaskService()
+    page = webtest.TestApp(dashboard.make_app(db, 'tasks')).get('/')
+    assert page.html.select('#throughput svg rect.bar') == []
+    assert 'No finished run to time.' in page.text
+    assert 'No failed or retrying job.' in page.text
+
+
+# -- the job page -------------------------------------------------------------
+
+def test_the_job_page_lists_the_runs_the_job_records(db, tasks):
+    with db.transaction() as conn:
+        conn.root()['app'] = app = PersistentMapping()
+        app['tasks'] = service = zodbtasks.TaskService()
+        jobid = service.add('fail', retries=2, retryDelay=0, now=NOW - 100)
+        service.processNext(now=NOW - 90)           # fails, retrying
+        service.processNext(now=NOW - 80)           # fails again
+        assert service.claimNextJob(now=NOW - 10, worker='w-9',
+                                    lease=600) == jobid
+        service.jobs[jobid].lease.started = NOW - 9
+        service.jobs[jobid].progress = (0.4, 'busy')
+    app = webtest.TestApp(dashboard.make_app(db, PATH, clock=lambda: NOW))
+    page = app.get('/job/%d' % jobid)
+    runs = [[td.get_text(' ', strip=True) for td in tr.find_all('td')]
+            for tr in page.html.select('#attempts tbody tr')]
+    assert [r[0] for r in runs] == ['running', 'failed', 'failed']
+    assert runs[0][4] == 'w-9' and runs[0][3] == '9.0 s ago'
+    # the run before: its end (its start was the claim's, now overwritten)
+    assert runs[1][1:4] == ['-', '2023-11-14 22:12:00 UTC', '-']
+    assert runs[2][1:3] == ['-', '2023-11-14 22:11:50 UTC']
+    assert 'it failed' in runs[1][5] and 'it failed' in runs[2][5]
+    # a running job: its progress, and the error said to be the last run's
+    assert page.html.find('progress')['value'] == '0.4'
+    assert page.html.select_one('#error h3').get_text() == \
+        'Error of the previous run'
+    # once it failed for good: no progress bar, the error is its own
+    with db.transaction() as conn:
+        service = _service(conn)
+        job = service.jobs[jobid]
+        outcome = service.runClaimed(jobid, job.lease.token, now=NOW - 5)
+        service.recordOutcome(jobid, job.lease.token, outcome)
+        assert job.status == 'error'
+    page = app.get('/job/%d' % jobid)
+    assert page.html.find('progress') is None
+    assert 'Last progress' in page.text
+    assert page.html.select_one('#error h3').get_text() == 'Error'
+    runs = [[td.get_text(' ', strip=True) for td in tr.find_all('td')]
+            for tr in page.html.select('#attempts tbody tr')]
+    assert [r[0] for r in runs] == ['failed', 'failed', 'failed']
+    assert runs[0][1:4] == ['2023-11-14 22:13:15 UTC',
+                            '2023-11-14 22:13:15 UTC', '0.0 s']
+
+
+def test_queue_and_priority_are_shown_where_jobs_have_them(app, ids, db):
+    with db.transaction() as conn:
+        job = _service(conn).jobs[ids['queued']]
+        job.queue, job.priority = 'mail', 8
+    page = app.get('/job/%d' % ids['queued'])
+    fields = {tr.th.get_text(): tr.td.get_text()
+              for tr in page.html.select('#fields tr')}
+    assert (fields['Queue'], fields['Priority']) == ('mail', '8')
+    fields = {tr.th.get_text(): tr.td.get_text()
+              for tr in app.get('/job/%d' % ids['queued2']).html.select(
+                  '#fields tr')}
+    assert (fields['Queue'], fields['Priority']) == ('default', '5')
+    row = app.get('/jobs').html.find(id='job-%d' % ids['queued'])
+    assert [td.get_text() for td in row.find_all('td')][3:5] == ['mail', '8']
+
+
+def test_a_start_later_job_is_started_from_its_page(app, db, ids):
+    with db.transaction() as conn:
+        later = _service(conn).add('echo', 'l', startLater=True, now=NOW)
+    page = app.get('/job/%d' % later)
+    response = action_form(page, later, 'start').submit(status=303)
+    assert response.location == 'http://localhost/job/%d' % later
+    assert status(db, later) == 'queued'
+    # not a start-later job any more: refused, nothing written
+    token = app.app.token(app.cookies[dashboard.COOKIE])
+    answer = app.post('/job/%d/start' % later, {'csrf_token': token},
+                      status=409)
+    assert 'only a job waiting to be started' in answer.text
+    assert '/job/%d/start' % later not in app.get('/job/%d' % later).text
+
+
+# -- bulk actions -------------------------------------------------------------
+
+def bulk(app, action, jobids, **kw):
+    app.get('/jobs')
+    token = app.app.token(app.cookies[dashboard.COOKIE])
+    return app.post('/jobs/bulk', [('csrf_token', token), ('action', action)]
+                    + [('job', str(j)) for j in jobids], **kw)
+
+
+def test_bulk_cancel_changes_what_applies_and_says_what_did_not(app, ids, db):
+    page = bulk(app, 'cancel', [ids['queued'], ids['queued2'], ids['failed'],
+                                424242], status=200)
+    assert status(db, ids['queued']) == status(db, ids['queued2']) == \
+        'cancelled'
+    assert status(db, ids['failed']) == 'error'
+    skipped = {int(tr.td.get_text()): tr.find_all('td')[1].get_text()
+               for tr in page.html.select('#bulk-skipped tr')}
+    assert set(skipped) == {ids['failed'], 424242}
+    assert skipped[424242] == 'no such job'
+    assert page.html.h2.get_text() == 'Cancel: 2 job(s) changed'
+
+
+def test_bulk_retry_queues_failed_jobs_again(app, ids, db):
+    with db.transaction() as conn:
+        service = _service(conn)
+        more = service.add('crash', now=NOW - 20)
+        service.pause(ids['queued'])          # so that more runs next
+        service.pause(ids['queued2'])
+        service.processNext(now=NOW - 19)
+        assert service.jobs[more].status == 'error'
+    bulk(app, 'retry', [ids['failed'], more], status=200)
+    assert status(db, ids['failed']) == status(db, more) == 'queued'
+
+
+def test_bulk_actions_are_checked_before_anything_changes(app, ids, db):
+    app.get('/jobs')
+    token = app.app.token(app.cookies[dashboard.COOKIE])
+    app.post('/jobs/bulk', {'action': 'cancel', 'job': str(ids['queued'])},
+             status=403)
+    for form in ([('action', 'explode'), ('job', str(ids['queued']))],
+                 [('action', 'cancel')],
+                 [('action', 'cancel'), ('job', str(ids['queued'])),
+                  ('job', '²')],
+                 [('action', 'cancel'), ('job', str(ids['queued'])),
+                  ('job', '-3')]):
+        app.post('/jobs/bulk', [('csrf_token', token)] + form, status=400)
+    app.get('/jobs/bulk', status=405)
+    assert status(db, ids['queued']) == 'queued'
+
+
+# -- bad input ----------------------------------------------------------------
+
+@pytest.mark.parametrize('url', [
+    '/?limit=%C2%B2', '/jobs?limit=%C2%B2', '/jobs?limit=-1',
+    '/jobs?limit=1001', '/jobs?limit=99999999999999999999999',
+    '/?task=%ff%fe', '/jobs?task=%ff%fe', '/jobs?status=%ff',
+    '/jobs?cursor=nonsense', '/jobs?cursor=%C2%B2', '/jobs?id=%C2%B2'])
+def test_bad_queries_are_400(app, url):
+    page = app.get(url, status=400)
+    assert 'failed' not in page.text
+
+
+def test_a_path_that_is_not_utf8_is_400(app):
+    # (WebTest itself cannot handle the cookie of such a URL: WebOb's own.)
+    response = webob.Request.blank('/job/%ff').get_response(app.app)
+    assert response.status_int == 400
+    assert 'not valid UTF-8' in response.text
+
+
+@pytest.mark.parametrize('url', ['/job/%C2%B2', '/job/99999999999999999999',
+                                 '/job/123456789012345678901', '/job/0'])
+def test_bad_job_ids_are_404(app, url):
+    app.get(url, status=404)
+
+
+def test_bad_job_ids_in_actions_are_404(app):
+    app.get('/jobs')
+    token = app.app.token(app.cookies[dashboard.COOKIE])
+    for url in ('/job/%C2%B2/cancel', '/job/99999999999999999999/cancel'):
+        app.post(url, {'csrf_token': token}, status=404)
+
+
+def test_a_bad_cursor_says_what_is_wrong(app):
+    page = app.get('/jobs', {'cursor': 'nonsense'}, status=400)
+    assert 'cursor must be one that listJobs gave' in page.text
+
+
+# -- workers ------------------------------------------------------------------
+
+def test_the_workers_page_shows_records_and_marks_the_dead(app, db, ids):
+    with db.transaction() as conn:
+        service = _service(conn)
+        service.registerWorker('alive', NOW - 50, 'host-a', 11, 2.0,
+                               ('echo', 'fail'))
+        service.workerSeen('alive', NOW - 1, jobs=(ids['running'],),
+                           jobsDone=7, counters={'completed': 6, 'error': 1,
+                                                 'claim conflicts': 2})
+        service.registerWorker('gone', NOW - 500, 'host-b', 22, 2.0, ('echo',))
+    page = app.get('/workers')
+    rows = {tr['data-worker']: tr
+            for tr in page.html.select('#workers tr.worker')}
+    assert set(rows) == {'alive', 'gone'}
+    assert rows['alive']['data-state'] == 'live'
+    assert rows['gone']['data-state'] == 'dead'
+    assert 'dead since 8 min 20 s ago' in rows['gone'].get_text(' ',
+                                                                strip=True)
+    alive = rows['alive']
+    assert alive.select_one('.jobs-done').get_text() == '7'
+    assert alive.find('a')['href'] == '/job/%d' % ids['running']
+    assert alive.select_one('.tasks').get_text() == 'echo, fail'
+    assert 'claim conflicts: 2' in alive.select_one('.counters').get_text()
+    assert page.html.find(id='workers-summary').get_text().startswith(
+        '1 live worker(s) of 2 recorded')
+    assert 'id="live-workers"' in app.get('/').text
+
+
+def test_a_service_without_workers(app):
+    assert 'No worker has registered' in app.get('/workers').text
+
+
+# -- metrics ------------------------------------------------------------------
+
+def parse_metrics(text):
+    from prometheus_client.parser import text_string_to_metric_families
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[sample.name, tuple(sorted(sample.labels.items()))] = \
+                sample.value
+    return found
+
+
+def test_metrics_in_the_prometheus_format(app, db, ids):
+    with db.transaction() as conn:
+        service = _service(conn)
+        service.registerWorker('w', NOW - 5, 'h', 1, 2.0, ('echo',))
+        service.workerSeen('w', NOW - 1, jobs=(ids['running'],), jobsDone=3,
+                           counters={'completed': 2, 'error': 1,
+                                     'claim conflicts': 4,
+                                     'storage outages': 1, 'note': 'text'})
+    response = app.get('/metrics')
+    assert response.content_type == 'text/plain'
+    found = parse_metrics(response.text)
+    assert found['zodbtasks_jobs', (('status', 'queued'), ('task', 'echo'))] \
+        == 2
+    assert found['zodbtasks_jobs', (('status', 'error'), ('task', 'crash'))] \
+        == 1
+    assert found['zodbtasks_live_workers', ()] == 1
+    assert found['zodbtasks_workers', (('state', 'dead'),)] == 0
+    assert found['zodbtasks_worker_runs_total', (
+        ('outcome', 'completed'), ('worker', 'w'))] == 2
+    assert found['zodbtasks_worker_conflicts_total', (
+        ('step', 'claim'), ('worker', 'w'))] == 4
+    assert found['zodbtasks_worker_storage_outages_total', (
+        ('worker', 'w'),)] == 1
+    assert found['zodbtasks_worker_jobs_in_hand', (('worker', 'w'),)] == 1
+    assert found['zodbtasks_service_paused', ()] == 0
+    # the failed job ran for 0 s (processNext gives one time to both ends)
+    assert found['zodbtasks_run_duration_seconds', (
+        ('quantile', '0.5'), ('task', 'crash'))] == 0
+    # each app has a registry of its own: the global one stays empty
+    from prometheus_client import REGISTRY
+    assert REGISTRY.get_sample_value('zodbtasks_live_workers') is None
+
+
+def test_metrics_durations_come_from_finished_jobs(timed):
+    found = parse_metrics(timed.get('/metrics').text)
+    assert found['zodbtasks_run_duration_seconds', (
+        ('quantile', '0.95'), ('task', 'echo'))] == 10.0
+    assert found['zodbtasks_run_duration_seconds', (
+        ('quantile', '0.5'), ('task', 'echo'))] == 5.0
+    assert found['zodbtasks_run_duration_runs', (('task', 'echo'),)] == 10
+
+
+# -- authentication -----------------------------------------------------------
+
+def basic(user, password):
+    import base64
+    return 'Basic ' + base64.b64encode(
+        ('%s:%s' % (user, password)).encode()).decode()
+
+
+def test_credentials_from_a_file(tmp_path):
+    path = tmp_path / 'auth'
+    path.write_text('# who may look\nalice:s3cret:with:colons\n\n'
+                    'tok-123456\n')
+    creds = auth.Credentials.from_file(str(path))
+    assert creds.allows(basic('alice', 's3cret:with:colons'))
+    assert not creds.allows(basic('alice', 's3cret'))
+    assert not creds.allows(basic('bob', 's3cret:with:colons'))
+    assert creds.allows('Bearer tok-123456')
+    assert creds.allows(basic('anyone', 'tok-123456'))
+    assert not creds.allows('Bearer tok-12345')
+    assert not creds.allows('Basic !!!')
+    assert not creds.allows('Digest x') and not creds.allows('')
+    for text, message in [('', 'no user:password line and no token'),
+                          ('# only\n', 'no user:password line'),
+                          (':pw\n', 'line 1: expected user:password'),
+                          ('bob:\n', 'line 1: expected user:password')]:
+        path.write_text(text)
+        with pytest.raises(auth.AuthFileError, match=message):
+            auth.Credentials.from_file(str(path))
+    with pytest.raises(auth.AuthFileError, match='cannot read'):
+        auth.Credentials.from_file(str(tmp_path / 'missing'))
+
+
+def test_with_auth_every_page_needs_a_login(db, ids):
+    creds = auth.Credentials([('alice', 'pw')], ['tok'])
+    app = webtest.TestApp(dashboard.make_app(db, PATH, auth=creds))
+    for url in ('/', '/jobs', '/metrics', '/api/counts',
+                '/static/dashboard.css', '/job/%d' % ids['queued']):
+        response = app.get(url, status=401)
+        assert response.headers['WWW-Authenticate'].startswith(
+            'Basic realm="zodbtasks dashboard"')
+    app.get('/', headers={'Authorization': basic('alice', 'nope')},
+            status=401)
+    app.get('/', headers={'Authorization': basic('alice', 'pw')}, status=200)
+    app.get('/metrics', headers={'Authorization': 'Bearer tok'}, status=200)
+    # without a login, no change either
+    app.post('/job/%d/cancel' % ids['queued'], status=401)
+    assert status(db, ids['queued']) == 'queued'
+
+
+def test_loopback_addresses():
+    assert all(map(auth.is_loopback, ['127.0.0.1', '127.1.2.3', '::1',
+                                      '[::1]', 'localhost']))
+    assert not any(map(auth.is_loopback, ['0.0.0.0', '', '::', '10.0.0.1',
+                                          'example.com']))
+
+
+def test_serving_beyond_loopback_needs_auth(db, ids, tmp_path, capsys,
+                                            monkeypatch):
+    with pytest.raises(dashboard.command.NeedsAuth, match='--auth'):
+        dashboard.serve(db, PATH, host='0.0.0.0', port=0)
+    path = str(tmp_path / 'data.fs')
+    fs = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    populate(fs)
+    fs.close()
+    served = []
+    monkeypatch.setattr(dashboard.command, 'serve',
+                        lambda db, path, **kw: served.append(kw))
+    assert dashboard.main(['--db', path, '--service', PATH,
+                           '--host', '0.0.0.0']) == 1
+    err = capsys.readouterr().err
+    assert '--host 0.0.0.0 is not a loopback address: give --auth FILE' in err
+    assert served == []
+    secrets_file = tmp_path / 'users'
+    secrets_file.write_text('alice:pw\n')
+    secrets_file.chmod(0o600)
+    assert dashboard.main(['--db', path, '--service', PATH, '--host',
+                           '0.0.0.0', '--auth', str(secrets_file)]) == 0
+    assert served[0]['auth'].allows(basic('alice', 'pw'))
+    assert served[0]['host'] == '0.0.0.0'
+    secrets_file.write_text('')
+    assert dashboard.main(['--db', path, '--service', PATH,
+                           '--auth', str(secrets_file)]) == 1
+    assert 'no user:password line and no token' in capsys.readouterr().err
+    assert len(served) == 1
+
+
+# -- the command --------------------------------------------------------------
 
 def test_the_command_checks_database_and_service(tmp_path, tasks, capsys,
                                                  monkeypatch):
@@ -373,18 +848,65 @@ def test_the_command_checks_database_and_service(tmp_path, tasks, capsys,
     assert dashboard.main(['--db', path, '--service', 'app/missing']) == 1
     assert "nothing at /app/missing" in capsys.readouterr().err
     served = []
-    monkeypatch.setattr(dashboard, 'serve', lambda db, path, **kw: served.append(
-        (path, kw)))
+    monkeypatch.setattr(dashboard.command, 'serve',
+                        lambda db, path, **kw: served.append((path, kw)))
     assert dashboard.main(['--db', 'file://' + path, '--service', PATH,
                            '--port', '9999']) == 0
     assert served == [(PATH, {'host': '127.0.0.1', 'port': 9999,
-                              'allowed_hosts': None, 'poll_seconds': 5.0})]
+                              'allowed_hosts': None, 'poll_seconds': 5.0,
+                              'auth': None})]
     assert dashboard.main(['--db', str(tmp_path / 'no' / 'such.fs'),
                            '--service', PATH]) == 1
     assert 'cannot open --db' in capsys.readouterr().err
 
 
-# -- in a browser ----------------------------------------------------------------
+def test_the_command_serves_behind_its_login(tmp_path):
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from zodbtasks._testing import freePort
+    from zodbtasks._testing import waitFor
+    path = str(tmp_path / 'data.fs')
+    fs = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    with fs.transaction() as conn:
+        conn.root()['tasks'] = zodbtasks.TaskService()
+    fs.close()
+    command = [sys.executable, '-m', 'zodbtasks.dashboard', '--db', path,
+               '--service', 'tasks']
+    refused = subprocess.run(command + ['--host', '0.0.0.0'], timeout=60,
+                             capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert 'is not a loopback address: give --auth FILE' in refused.stderr
+    users = tmp_path / 'users'
+    users.write_text('alice:pw\n')
+    users.chmod(0o600)
+    port = freePort()
+    server = subprocess.Popen(command + ['--port', str(port), '--auth',
+                                         str(users)],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = 'http://127.0.0.1:%d/' % port
+
+    def answer(headers=None):
+        try:
+            return urllib.request.urlopen(urllib.request.Request(
+                url, headers=headers or {}), timeout=5).status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return None
+    try:
+        assert waitFor(answer, 60, 'the dashboard to listen') == 401
+        assert answer({'Authorization': basic('alice', 'no')}) == 401
+        assert answer({'Authorization': basic('alice', 'pw')}) == 200
+    finally:
+        server.terminate()
+        assert server.wait(30) == 0
+
+
+# -- in a browser -------------------------------------------------------------
 
 def _browser_missing():
     """Why the browser test cannot run here, or None."""
@@ -482,7 +1004,7 @@ def test_in_chromium(tmp_path, tasks, browser):
                                  allowed_hosts=('127.0.0.1',))
         server = ServerThread(app)
         wait = WebDriverWait(browser, 10)
-        browser.get(server.url)
+        browser.get(server.url + 'jobs')
         rows = browser.find_elements(By.CSS_SELECTOR, 'table.jobs tr[data-job]')
         assert {int(r.get_attribute('data-job')) for r in rows} == \
             set(ids.values())
@@ -516,3 +1038,176 @@ def test_in_chromium(tmp_path, tasks, browser):
             server.stop()
         db.close()
 
+
+
+def test_the_overview_chart_and_a_bulk_retry_in_chromium(tmp_path, tasks,
+                                                         browser):
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'data.fs')))
+    server = None
+    now = time.time()
+    try:
+        with db.transaction() as conn:
+            conn.root()['app'] = app = PersistentMapping()
+            app['tasks'] = service = zodbtasks.TaskService()
+            for minute in (50, 20, 3):
+                for n in range(minute // 10 + 1):
+                    finish(service, 'echo', now - minute * 60 + n, 1.5)
+            failed = [finish(service, 'crash', now - 100 - n, 0.5,
+                             error='ZeroDivisionError') for n in range(3)]
+        server = ServerThread(dashboard.make_app(
+            db, PATH, poll_seconds=0, allowed_hosts=('127.0.0.1',)))
+        wait = WebDriverWait(browser, 10)
+
+        # the chart: server-side SVG, drawn with bars of their height
+        browser.get(server.url)
+        chart = browser.find_element(By.CSS_SELECTOR, '#throughput svg.chart')
+        assert chart.size['width'] >= 600
+        bars = browser.find_elements(By.CSS_SELECTOR, 'svg.chart rect.bar')
+        assert len(bars) == 4        # three minutes with runs, one failed
+        heights = sorted(round(b.size['height']) for b in bars)
+        tallest = max(heights)
+        assert tallest > 50 and all(h > 0 for h in heights)
+        # 6 runs make the tallest bar; 3 failures half as tall
+        failed_bar = browser.find_element(By.CSS_SELECTOR,
+                                          'svg.chart rect.bar.failed')
+        assert abs(failed_bar.size['height'] - tallest / 2) <= 1.5
+        assert browser.find_element(By.CSS_SELECTOR, '#failures td').text \
+            == 'crash'
+
+        # a bulk retry: tick two failed jobs, press Retry
+        browser.get(server.url + 'jobs?status=error')
+        for jobid in failed[:2]:
+            browser.find_element(
+                By.CSS_SELECTOR, '#job-%d input.select' % jobid).click()
+        button = browser.find_element(By.CSS_SELECTOR, '#bulk button.retry')
+        button.click()
+        wait.until(gone(button))
+        wait.until(ec.presence_of_element_located((By.ID, 'bulk-done')))
+        assert browser.find_element(By.TAG_NAME, 'h2').text == \
+            'Retry: 2 job(s) changed'
+        assert [status(db, jobid) for jobid in failed] == [
+            'queued', 'queued', 'error']
+
+        # "select all" ticks every job of the page
+        browser.get(server.url + 'jobs?status=queued')
+        browser.find_element(By.ID, 'select-all').click()
+        boxes = browser.find_elements(By.CSS_SELECTOR, 'input.select')
+        assert len(boxes) == 2 and all(b.is_selected() for b in boxes)
+    finally:
+        if server is not None:
+            server.stop()
+        db.close()
+
+
+# -- with a real worker -------------------------------------------------------
+
+@pytest.fixture
+def zeo_with_jobs(tmp_path):
+    """A ZEO server whose service (at ``tasks``) has three jobs a worker of
+    tests/worker_tasks.py can run, and the ledger they write."""
+    import ZEO
+
+    from zodbtasks._testing import ZEOServer
+    import worker_tasks
+    worker_tasks.register()
+    ledger = str(tmp_path / 'ledger')
+    with ZEOServer(str(tmp_path / 'Data.fs')) as zeo:
+        db = ZEO.DB(zeo.address)
+        try:
+            with db.transaction() as conn:
+                conn.root()['tasks'] = service = zodbtasks.TaskService()
+                for _ in range(3):
+                    service.add('append_id', ledger)
+            yield zeo, db
+        finally:
+            db.close()
+
+
+def start_worker(workers, zeo):
+    return workers.start('worker', '--db', zeo.uri, '--service', 'tasks',
+                         '--tasks', 'worker_tasks', '--poll', '0.05',
+                         '--heartbeat', '0.2')
+
+
+def worker_env():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return {'PYTHONPATH': os.pathsep.join(
+        filter(None, [here, os.environ.get('PYTHONPATH')]))}
+
+
+def test_metrics_and_workers_page_with_a_real_worker(tmp_path, zeo_with_jobs):
+    from zodbtasks._testing import Workers
+    from zodbtasks._testing import waitFor
+    zeo, db = zeo_with_jobs
+    app = webtest.TestApp(dashboard.make_app(db, 'tasks'))
+
+    def metrics():
+        return parse_metrics(app.get('/metrics').text)
+
+    with Workers(str(tmp_path), env=worker_env()) as workers:
+        worker = start_worker(workers, zeo)
+        name = '%s:%d' % (socket.gethostname(), worker.pid)
+        found = waitFor(
+            lambda: (lambda m: m.get(('zodbtasks_worker_runs_total', (
+                ('outcome', 'completed'), ('worker', name)))) == 3 and m)(
+                metrics()), 60, 'the worker to record its three runs',
+            interval=0.2)
+        assert found['zodbtasks_live_workers', ()] == 1
+        assert found['zodbtasks_jobs', (('status', 'completed'),
+                                        ('task', 'append_id'))] == 3
+        assert found['zodbtasks_run_duration_runs', (
+            ('task', 'append_id'),)] == 3
+        assert found['zodbtasks_run_duration_seconds', (
+            ('quantile', '0.95'), ('task', 'append_id'))] < 30
+        assert found['zodbtasks_worker_last_seen_timestamp_seconds', (
+            ('worker', name),)] > 0
+        page = app.get('/workers')
+        [row] = page.html.select('#workers tr.worker')
+        assert (row['data-pid'], row['data-state']) == (str(worker.pid),
+                                                        'live')
+        assert 'append_id' in row.select_one('.tasks').get_text()
+        worker.kill()
+        worker.wait(30)
+    found = waitFor(lambda: (lambda m: m[('zodbtasks_live_workers', ())] == 0
+                             and m)(metrics()), 30,
+                    'the killed worker to be seen dead', interval=0.2)
+    assert found['zodbtasks_workers', (('state', 'dead'),)] == 1
+
+
+def test_the_workers_page_lists_a_worker_in_chromium(tmp_path, zeo_with_jobs,
+                                                     browser):
+    from selenium.webdriver.common.by import By
+
+    from zodbtasks._testing import Workers
+    from zodbtasks._testing import waitFor
+    zeo, db = zeo_with_jobs
+    server = ServerThread(dashboard.make_app(db, 'tasks', poll_seconds=0,
+                                             allowed_hosts=('127.0.0.1',)))
+    try:
+        with Workers(str(tmp_path), env=worker_env()) as workers:
+            worker = start_worker(workers, zeo)
+
+            def listed():
+                browser.get(server.url + 'workers')
+                rows = browser.find_elements(By.CSS_SELECTOR,
+                                             '#workers tr.worker')
+                return [(r.get_attribute('data-pid'),
+                         r.get_attribute('data-state'),
+                         r.find_element(By.CSS_SELECTOR, '.jobs-done').text)
+                        for r in rows]
+            waitFor(lambda: listed() == [(str(worker.pid), 'live', '3')], 60,
+                    'the worker on the workers page', interval=0.3)
+            assert 'append_id' in browser.find_element(
+                By.CSS_SELECTOR, '#workers .tasks').text
+            worker.terminate()
+            assert worker.wait(30) == 0
+            waitFor(lambda: listed() == [(str(worker.pid), 'stopped', '3')],
+                    30, 'the worker shown stopped', interval=0.3)
+    finally:
+        server.stop()

@@ -532,7 +532,7 @@ def test_the_jobs_tab_is_the_dashboard_under_zope_authentication(
     assert '/tasks/manage_jobs/job/%d' % jobid in page.body
     job = request('GET', instance.url('/tasks/manage_jobs/job/%d' % jobid),
                   'manager', opener=opener)
-    assert job.status == 200 and "&#x27;shown&#x27;" in job.body
+    assert job.status == 200 and "'shown'" in job.body
     try:
         check_dashboard_actions(instance, read, page, opener)
     finally:

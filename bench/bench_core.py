@@ -54,11 +54,17 @@ OPERATIONS = (
     ('pn_cron', 'processNext(now), N cron jobs not due', True),
     ('pn_queued', 'processNext(now), N queued jobs', True),
     ('pn_due', 'processNext(now), cron job due, N cron', True),
+    ('claim_mail', "claim from 'mail' (20 queued), N others", True),
+    ('claim_default', "claim from 'default', N/2 mixed prio.", True),
     ('ton_sparse', 'timeOfNextCall Feb 29th, from 2097', False),
     ('ton_near', 'timeOfNextCall Feb 29th, from 2103-03', False),
     ('ton_plain', 'timeOfNextCall minute=(0, 30)', False),
 )
 LABELS = {key: label for key, label, _ in OPERATIONS}
+#: Rows the reference has no API for (it knows no queues or priorities).
+ZODBTASKS_ONLY = {'claim_mail', 'claim_default'}
+#: The jobs of the named queue 'mail' in the claims rows.
+MAIL_JOBS = 20
 GOAL_US = 50.0
 SCALING_GOAL = 2.0
 MIN_SAMPLES = 30
@@ -344,6 +350,84 @@ def bench_due_cron(impl, sizes, runner, results):
                                           round_size=max(1, n // 60))
 
 
+def bench_claims(impl, sizes, runner, results):
+    """claimNextJob from one queue while N jobs wait elsewhere.
+
+    The service holds N jobs besides the 'mail' queue: N/2 in the queue
+    'other' and N/2 in 'default', each at a random priority from 0 to 9,
+    and MAIL_JOBS jobs in 'mail'. One row claims from 'mail' (the N others
+    are never read), the other from 'default' (the highest priority first,
+    among N/2 jobs of every priority). Between rounds, untimed, the claimed
+    jobs are run to completion, cleaned away and replaced by jobs like
+    them, so that the mix stays as it was. Only zodbtasks has queues.
+    """
+    pc = time.perf_counter_ns
+    svc = impl.TaskService()
+    rng = random.Random(15)
+    waiting = {'other': 0, 'default': 0, 'mail': 0}
+
+    def top_up(queue, n, priority=None):
+        add = svc.add
+        while waiting[queue] < n:
+            add('noop', None, now=NOW, queue=queue,
+                priority=rng.randint(0, 9) if priority is None else priority)
+            waiting[queue] += 1
+
+    for n in sizes:
+        started = time.perf_counter()
+        top_up('other', n - n // 2)
+        top_up('default', n // 2)
+        top_up('mail', MAIL_JOBS, priority=5)
+        svc.clean()
+        gc.collect()
+        _progress(impl.name, 'N=%s: jobs in three queues ready in %.1f s'
+                  % (format(n, ','), time.perf_counter() - started))
+        claimed = []
+
+        def claim_round(queue):
+            def round_(k):
+                times = []
+                claim = svc.claimNextJob
+                names = [queue]
+                for _ in range(k):
+                    t0 = pc()
+                    jobid = claim(NOW, 'bench', queues=names)
+                    t1 = pc()
+                    times.append(t1 - t0)
+                    _check(jobid is not None, 'no job claimed from %r'
+                           % queue)
+                    claimed.append(jobid)
+                return times
+            return round_
+
+        def restorer(queue, size, priority=None):
+            def restore():
+                last = 9
+                jobs = svc.jobs
+                for jobid in claimed:
+                    job = jobs[jobid]
+                    _check(job.queue == queue, 'claimed from %r, not %r'
+                           % (job.queue, queue))
+                    # No job was added during the round: each claim took
+                    # a priority no higher than the one before.
+                    _check(job.priority <= last, 'claimed priority %d '
+                           'after %d' % (job.priority, last))
+                    last = job.priority
+                    _check(svc.processNext(NOW, jobid, token=job.lease.token)
+                           is True, 'the claimed job did not run')
+                waiting[queue] -= len(claimed)
+                claimed.clear()
+                svc.clean()
+                top_up(queue, size, priority)
+            return restore
+
+        results['claim_mail'][n] = runner.run(
+            n, claim_round('mail'), restorer('mail', MAIL_JOBS, 5),
+            round_size=MAIL_JOBS)
+        results['claim_default'][n] = runner.run(
+            n, claim_round('default'), restorer('default', n // 2))
+
+
 def _utc(seconds):
     if seconds is None:
         return 'None'
@@ -400,6 +484,9 @@ def worker(args):
         bench_cron(impl, sizes, runner, results)
         gc.collect()
         bench_due_cron(impl, sizes, runner, results)
+        if impl.name == 'zodbtasks':
+            gc.collect()
+            bench_claims(impl, sizes, runner, results)
     json.dump({'impl': impl.name, 'version': impl.version,
                'notes': impl.notes, 'answers': answers,
                'results': results}, sys.stdout)
@@ -526,6 +613,8 @@ def report(args, zt, ref, ref_sizes, all_sizes):
             mine = cell['median_us']
             if ref is None:
                 theirs, ratio = 'not run', ''
+            elif key in ZODBTASKS_ONLY:
+                theirs, ratio = 'no queues', ''
             elif n in ref['results'][key]:
                 other = ref['results'][key][n]
                 theirs = _us(other['median_us'])

@@ -177,11 +177,11 @@ def test_one_worker_takes_a_backlog_by_priority_then_age(
     claims, which is priority, then age, batches included.
 
     The jobs are fast (a line appended), so the worker claims them in
-    batches, doubling up to 64 (the processor's ``batch``). A batch is
+    batches that grow up to 64 (the processor's ``batch``). A batch is
     claimed in order and run in order; the next batch begins where it
     ended. So the tolerance is none: the ledger must be the expected
-    order exactly, and the jobs' claim times show that batches of more
-    than one job did happen.
+    order exactly; the jobs' claim times show that a batch of 8 or more
+    did happen (in our runs, batches of 1, 2, 5, 8 and then 64).
     """
     import routing_tasks
     routing_tasks.register()
@@ -217,7 +217,6 @@ def test_one_worker_takes_a_backlog_by_priority_then_age(
     batches = collections.Counter(job.claimed for job in jobs)
     tm.abort()
     assert max(batches.values()) >= 8, sorted(batches.values())
-    assert len(batches) < len(jobs) / 4, len(batches)
 
 
 @pytest.mark.timeout(240)
@@ -300,3 +299,38 @@ def test_many_workers_start_no_low_priority_job_before_the_high_ones(
                                    for job in jobs)
     tm.abort()
     assert max(together.values()) <= threads, together.most_common(3)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
+    'KNOWN: the processor\'s untilIdle asks service.isIdle(now), which '
+    'looks at every queue; a worker serving only "mail" waits for ever '
+    'while a job waits in a queue that no worker serves'))
+def test_until_idle_ends_when_the_queues_served_are_idle(
+        zeo, client, tmp_path):
+    """``zodbtasks worker --queue mail --until-idle`` exits once nothing of
+    'mail' is due and no worker holds a job, whatever waits elsewhere."""
+    import routing_tasks
+    routing_tasks.register()
+    db, tm, conn = client
+    ledger = str(tmp_path / 'ledger.txt')
+    service = newService(tm, conn)
+    with tm:
+        now = time.time()
+        mail = [service.add('note_start', {'ledger': ledger}, now=now,
+                            queue='mail') for _ in range(5)]
+        reports = service.add('note_start', {'ledger': ledger}, now=now,
+                              queue='reports')
+    with Workers(str(tmp_path), env=workerEnv()) as workers:
+        process = workers.start(*workerArgs(zeo, '--queue', 'mail',
+                                            '--until-idle'))
+        # It runs the mail jobs all the same...
+        waitFor(lambda: len(readLedger(ledger)) == len(mail), 60,
+                'the mail jobs running', interval=0.1)
+        # ... and then has nothing left to do: ample time to notice.
+        codes = workers.wait(timeout=10)
+    assert codes == [0], workers.log(process)
+    assert sorted(run.jobid for run in readLedger(ledger)) == sorted(mail)
+    tm.begin()
+    assert service.jobs[reports].status == 'queued'
+    tm.abort()

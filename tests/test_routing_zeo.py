@@ -11,7 +11,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import time
 
 import pytest
@@ -274,7 +273,7 @@ def test_many_workers_start_no_low_priority_job_before_the_high_ones(
                                     {'ledger': ledger, 'seconds': 0.02},
                                     now=now, priority=priority)
                 priorityOf[jobid] = priority
-        waitFor(lambda: countCompleted(tm, service, len(priorityOf)), 120,
+        waitFor(lambda: countCompleted(tm, service, len(priorityOf)), 100,
                 'all %d jobs completing' % len(priorityOf), interval=0.2)
         codes = stopWorkers(workers)
         logs = [workers.log(process) for process in workers.processes]

@@ -520,9 +520,11 @@ def test_the_job_page_lists_the_runs_the_job_records(db, tasks):
             for tr in page.html.select('#attempts tbody tr')]
     assert [r[0] for r in runs] == ['running', 'failed', 'failed']
     assert runs[0][4] == 'w-9' and runs[0][3] == '9.0 s ago'
-    # the run before: its end (its start was the claim's, now overwritten)
-    assert runs[1][1:4] == ['-', '2023-11-14 22:12:00 UTC', '-']
-    assert runs[2][1:3] == ['-', '2023-11-14 22:11:50 UTC']
+    # the runs before, from the job's history, latest first
+    assert runs[1][1:4] == ['2023-11-14 22:12:00 UTC',
+                            '2023-11-14 22:12:00 UTC', '0.0 s']
+    assert runs[2][1:3] == ['2023-11-14 22:11:50 UTC',
+                            '2023-11-14 22:11:50 UTC']
     assert 'it failed' in runs[1][5] and 'it failed' in runs[2][5]
     # a running job: its progress, and the error said to be the last run's
     assert page.html.find('progress')['value'] == '0.4'
@@ -558,8 +560,42 @@ def test_queue_and_priority_are_shown_where_jobs_have_them(app, ids, db):
               for tr in app.get('/job/%d' % ids['queued2']).html.select(
                   '#fields tr')}
     assert (fields['Queue'], fields['Priority']) == ('default', '5')
+    assert 'Limit' not in fields and 'Waiting for' not in fields
+
     row = app.get('/jobs').html.find(id='job-%d' % ids['queued'])
     assert [td.get_text() for td in row.find_all('td')][3:5] == ['mail', '8']
+
+
+def test_the_job_list_filters_by_queue(db, tasks):
+    with db.transaction() as conn:
+        conn.root()['app'] = app = PersistentMapping()
+        app['tasks'] = service = zodbtasks.TaskService()
+        mail = service.add('echo', now=NOW, queue='mail')
+        service.add('echo', now=NOW)
+    app = webtest.TestApp(dashboard.make_app(db, PATH, clock=lambda: NOW))
+    page = app.get('/jobs?queue=mail')
+    assert [tr['id'] for tr in page.html.select('tr[id^=job-]')] == [
+        'job-%d' % mail]
+    options = [o['value'] for o in page.html.select('select[name=queue] '
+                                                    'option')]
+    assert options == ['', 'default', 'mail']
+    assert app.get('/jobs?queue=no%20such', status=400)
+
+
+def test_the_job_page_says_when_a_rate_lets_the_job_start(db, tasks):
+    with db.transaction() as conn:
+        conn.root()['app'] = app = PersistentMapping()
+        app['tasks'] = service = zodbtasks.TaskService()
+        service.setLimit('api', rate='1/h', now=NOW)
+        first = service.add('echo', now=NOW, limit='api')
+        second = service.add('echo', now=NOW, limit='api')
+        assert service.claimNextJob(now=NOW) == first
+    app = webtest.TestApp(dashboard.make_app(db, PATH, clock=lambda: NOW))
+    fields = {tr.th.get_text(): tr.td.get_text(' ', strip=True)
+              for tr in app.get('/job/%d' % second).html.select('#fields tr')}
+    assert fields['Limit'] == 'api'
+    assert fields['Waiting for'].startswith('rate limited until ')
+    assert 'at most 1/h' in fields['Waiting for']
 
 
 def test_a_start_later_job_is_started_from_its_page(app, db, ids):
@@ -724,6 +760,8 @@ def test_metrics_in_the_prometheus_format(app, db, ids):
         == 2
     assert found['zodbtasks_jobs', (('status', 'error'), ('task', 'crash'))] \
         == 1
+    assert found['zodbtasks_queue_jobs', (('queue', 'default'),
+                                          ('status', 'queued'))] == 2
     assert found['zodbtasks_live_workers', ()] == 1
     assert found['zodbtasks_workers', (('state', 'dead'),)] == 0
     assert found['zodbtasks_worker_runs_total', (

@@ -589,6 +589,7 @@ GOOD = {
     'maxRuns': st.integers(1, MAX_COUNT),
     'queue': st.sampled_from(['default', 'mail', 'reports.daily', 'a:b-c']),
     'priority': st.integers(0, 9),
+    'limit': st.just('shared'),
 }
 
 
@@ -626,6 +627,10 @@ def expectedError(name, value):
             return TypeError
         return None if re.fullmatch(
             r'[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}', value) else ValueError
+    if name == 'limit':
+        if type(value) is not str:
+            return TypeError
+        return None if value == 'shared' else ValueError
     if name == 'priority':
         if type(value) is not int:
             return TypeError
@@ -686,6 +691,7 @@ def test_any_value_is_refused_cleanly_or_the_job_runs(tasks, data):
         bad = {'end': ValueError}      # a window that ends before it starts
 
     service = zodbtasks.TaskService()
+    service.setLimit('shared', concurrency=2, rate='1000/s', now=T0)
     clocked = []                       # the clock is read only for now=None
     service.clock = lambda: clocked.append(T0) or T0
     if kind == 'add':

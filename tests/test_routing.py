@@ -6,6 +6,7 @@ queues a claim looks at, the highest priority goes first, and the oldest
 within a priority. The listings show the same order.
 """
 import random
+import re
 
 import pytest
 import zope.component
@@ -208,3 +209,31 @@ def test_runs_before_the_latest_are_kept_in_the_history(service):
         (10, 10, 'error', 'attempt 1 failed'),
         (20, 20, 'error', 'attempt 2 failed')]
     assert (job.started, job.completed) == (30, 30)
+
+
+def test_status_shows_queues_and_those_no_worker_serves(tmp_path, tasks,
+                                                        capsys):
+    import json
+    import ZODB
+    import ZODB.FileStorage
+    from zodbtasks.cli import main
+    path = str(tmp_path / 'Data.fs')
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    with db.transaction() as conn:
+        conn.root()['tasks'] = service = zodbtasks.TaskService()
+        service.add('echo', now=0, queue='mail')
+        service.add('echo', now=0, queue='mail')
+        service.add('echo', now=0)
+        service.registerWorker('w', 0, 'h', 1, 10, ['echo'],
+                               queues=['default'])
+    db.close()
+    args = ['status', '--db', path, '--service', 'tasks', '--now', '1']
+    assert main(args + ['--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['queues'] == {'default': {'queued': 1},
+                                'mail': {'queued': 2}}
+    assert report['unservedQueues'] == {'mail': 2}
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert 'queued jobs in queues no live worker serves' in out
+    assert re.search(r'^mail +2$', out, re.M)

@@ -301,10 +301,6 @@ def test_many_workers_start_no_low_priority_job_before_the_high_ones(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    'KNOWN: the processor\'s untilIdle asks service.isIdle(now), which '
-    'looks at every queue; a worker serving only "mail" waits for ever '
-    'while a job waits in a queue that no worker serves'))
 def test_until_idle_ends_when_the_queues_served_are_idle(
         zeo, client, tmp_path):
     """``zodbtasks worker --queue mail --until-idle`` exits once nothing of

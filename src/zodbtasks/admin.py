@@ -47,7 +47,8 @@ log = logging.getLogger('zodbtasks.admin')
 JOB_FIELDS = (
     'id', 'task', 'status', 'input', 'output', 'error', 'created', 'started',
     'completed', 'scheduledFor', 'attempts', 'retries', 'retried', 'failures',
-    'progress', 'lease', 'expires', 'paused', 'atMostOnce', 'ttl')
+    'progress', 'lease', 'expires', 'paused', 'atMostOnce', 'ttl', 'queue',
+    'priority', 'limit', 'ranOn', 'history')
 CRON_FIELDS = (
     'cron', 'timezone', 'minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek',
     'second', 'interval', 'start', 'end', 'delay', 'runs', 'missedRuns',
@@ -194,6 +195,20 @@ def status(service, args, out):
         if service.paused else '', moment(now)), file=out)
     table([[s, counts[s]] for s in interfaces.STATUSES],
           ['status', 'jobs'], out, right=('jobs',))
+    queues = report.get('queues')
+    if queues:
+        statuses = [s for s in interfaces.STATUSES
+                    if any(s in byStatus for byStatus in queues.values())]
+        print('\nby queue:', file=out)
+        table([[cut(queue, 40)] + [byStatus.get(s, 0) for s in statuses]
+               for queue, byStatus in sorted(queues.items())],
+              ['queue'] + statuses, out, right=tuple(statuses))
+    unservedQueues = report.get('unservedQueues')
+    if unservedQueues:
+        print('\nqueued jobs in queues no live worker serves:', file=out)
+        table([[cut(queue, 60), n]
+               for queue, n in sorted(unservedQueues.items())],
+              ['queue', 'queued'], out, right=('queued',))
     unserved = report.get('unservedTasks')
     if unserved:
         print('\nqueued jobs whose task no live worker knows (see "zodbtasks '
@@ -255,11 +270,17 @@ def _survey(service, now, limit):
         'nextRuns': [{'id': j.id, 'task': j.task, 'due': due,
                       'timezone': j.timezone} for due, j in upcoming],
     }
+    byQueue = {}
+    for (queue, status), n in service.queueCounts().items():
+        byQueue.setdefault(queue, {})[status] = n
+    if set(byQueue) - {'default'}:
+        report['queues'] = byQueue      # shown once there are queues
     if service.workers(now):
         # Only once workers registered: without records, nothing is known
         # of the workers that run the jobs.
         report['liveWorkers'] = len(service.liveWorkers(now))
         report['unservedTasks'] = service.unservedTasks(now)
+        report['unservedQueues'] = service.unservedQueues(now)
     return report, counts, (overdue, expired, upcoming)
 
 
@@ -344,12 +365,13 @@ def _listed(service, args):
 def show(service, args, out):
     job = _job(service, args.jobid)
     found = describe(job)
+    found['waitingFor'] = service.waitingFor(job.id, _now(args))
     if args.json:
         _dump(found, out)
         return 0
     zone = getattr(job, 'timezone', None)
     for name, value in found.items():
-        if name in ('log', 'traceback', 'failures') \
+        if name in ('log', 'traceback', 'failures', 'history') \
                 or value in (None, (), [], False) and name != 'status':
             continue
         if name in TIME_FIELDS:
@@ -366,6 +388,12 @@ def show(service, args, out):
         times = next_times(job.schedule, _now(args), 5)
         print('next runs     %s' % ('\n              '.join(
             in_zone(t, zone) for t in times) or 'none'), file=out)
+    if job.history:
+        print('\nruns before the latest (oldest first):', file=out)
+        table([[moment(start), duration(end - start), cut(worker, 40),
+                status, cut(error, 60)]
+               for start, end, worker, status, error in job.history],
+              ['started', 'took', 'worker', 'status', 'error'], out)
     if job.failures:
         print('\nfailures (latest last):', file=out)
         table([[moment(t), cut(message, 100)] for t, message in job.failures],

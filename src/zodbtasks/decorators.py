@@ -17,6 +17,8 @@ from zodbtasks import interfaces
 from zodbtasks.job import CronJob
 from zodbtasks.job import checkDuration
 from zodbtasks.job import checkOptions
+from zodbtasks.limits import check_concurrency
+from zodbtasks.limits import rate_interval
 
 #: The repeating jobs declared so far: task name -> schedule keywords.
 declarations = {}
@@ -30,6 +32,11 @@ class FunctionTask:
     {...}}``; no input means no arguments. ``jobOptions`` are the defaults
     of the jobs that run it.
     """
+
+    #: At most this many of its jobs run at once, across all workers, and
+    #: they start no faster than ``rate`` (see `zodbtasks.limits`).
+    concurrency = None
+    rate = None
 
     def __init__(self, func, options):
         self.func = func
@@ -141,9 +148,15 @@ def _defaultService():
 
 
 def _register(func, name, options, repeating=False, delay=None):
+    options = dict(options)
+    concurrency = check_concurrency(options.pop('concurrency', None))
+    rate = options.pop('rate', None)
+    if rate is not None:
+        rate_interval(rate)
     checkOptions(options, repeating)
     name = name or '%s.%s' % (func.__module__, func.__qualname__)
     utility = FunctionTask(func, options)
+    utility.concurrency, utility.rate = concurrency, rate
     zope.component.provideUtility(utility, interfaces.ITask, name=name)
     return TaskFunction(func, name, utility, delay)
 
@@ -152,7 +165,8 @@ def task(name=None, **options):
     """Register the decorated function as a task named ``name``.
 
     The default name is the function's dotted name. ``options`` (retries,
-    ttl, ...) are the defaults of the jobs that run it.
+    ttl, queue, priority, ...) are the defaults of the jobs that run it;
+    ``concurrency`` and ``rate`` bound its jobs across all workers.
     """
     def decorate(func):
         return _register(func, name, options)

@@ -6,6 +6,7 @@ import persistent
 from zope.interface import implementer
 
 from zodbtasks import interfaces
+from zodbtasks import limits
 from zodbtasks import queues
 from zodbtasks import schedule
 
@@ -163,6 +164,10 @@ def _priority(name, value):
     queues.check_priority(value, name)
 
 
+def _limitName(name, value):
+    limits.check_name(value, name)
+
+
 def _backoff(name, value):
     if not _isNumber(value):
         raise TypeError('%s must be a factor (int or float) from 1 to %d, '
@@ -186,6 +191,7 @@ JOB_OPTIONS = {
     'maxLostLeases': (3, _count(1, MAX_COUNT)),
     'queue': (queues.DEFAULT, _queueName),
     'priority': (queues.DEFAULT_PRIORITY, _priority),
+    'limit': (None, _limitName),
 }
 
 #: The options only repeating jobs take.
@@ -312,6 +318,7 @@ class Job(persistent.Persistent):
     maxLostLeases = 3     # lost leases after which the job fails
     queue = queues.DEFAULT  # the queue it waits in
     priority = queues.DEFAULT_PRIORITY  # 0-9: higher runs first
+    limit = None          # the name of the limit it is bound by
 
     def __init__(self, id, task, input, created=None):
         self.id = id

@@ -51,6 +51,7 @@ def snapshot(service, now, recent_limit=RECENT_LIMIT):
             'counters': dict(record.counters)})
     return {
         'counts': dict(service.jobCounts()),
+        'queues': dict(service.queueCounts()),
         'paused': bool(service.paused),
         'workers': workers,
         'durations': stats.durations_by_task(completed + failed),
@@ -65,6 +66,12 @@ def families(figures):
     for (status, task), n in sorted(figures['counts'].items()):
         jobs.add_metric([status, task], n)
     yield jobs
+    queues = GaugeMetricFamily('zodbtasks_queue_jobs', 'Jobs kept by the '
+                               'service, by queue and status.',
+                               labels=['queue', 'status'])
+    for (queue, status), n in sorted(figures.get('queues', {}).items()):
+        queues.add_metric([queue, status], n)
+    yield queues
     yield GaugeMetricFamily('zodbtasks_service_paused', 'Whether the '
                             'service is paused (1) or not (0).',
                             value=int(figures['paused']))

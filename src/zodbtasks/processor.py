@@ -275,7 +275,8 @@ class SimpleProcessor:
 
     def isIdle(self):
         """Whether nothing is due and no worker holds a job."""
-        return self._read(lambda service, now: service.isIdle(now))
+        return self._read(lambda service, now: service.isIdle(
+            now, self.queues))
 
     def claimNextJob(self):
         """Claim the next due job in a transaction of its own; its id or None.

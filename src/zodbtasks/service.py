@@ -51,6 +51,7 @@ by a later claim. Workers that run tasks concurrently therefore rarely
 conflict, and a conflict never forces a task to run twice for bookkeeping.
 """
 import collections
+import datetime
 import heapq
 import importlib
 import itertools
@@ -75,6 +76,7 @@ from zope.interface import implementer
 from zodbtasks import counts as _counting
 from zodbtasks import events
 from zodbtasks import interfaces
+from zodbtasks import limits as _limits
 from zodbtasks import listing as _listing
 from zodbtasks import queues as _queues
 from zodbtasks._trees import ShardedMapping
@@ -130,6 +132,7 @@ _laneFirst = _queues.lane_first
 _laneItems = _queues.lane_items
 _newLane = _queues.new_lane
 _QUEUE, _SCHEDULED, _UNPLACED = '_queue', '_scheduled', '_unplaced'
+_LIMITED = '_limited'     # held back by a limit (see `zodbtasks.limits`)
 
 #: The counts shard of each connection (see `TaskService._countShard`).
 _SHARD_OF = weakref.WeakKeyDictionary()
@@ -317,6 +320,7 @@ class TaskService(persistent.Persistent):
     _queues = None
     _listing = None
     _listBuild = None
+    _limits = None
     #: Finished job ids by status, kept by layouts before 4 until their
     #: listings are built.
     _finished = None
@@ -335,6 +339,7 @@ class TaskService(persistent.Persistent):
         self._leases = tuple(_newLeaseTree() for _ in range(_LEASE_SHARDS))
         self._expiry = LLBTree()
         self._listing = _listing.new_listing()
+        self._limits = OOBTree()
 
     # -- the clock ---------------------------------------------------------
 
@@ -384,8 +389,11 @@ class TaskService(persistent.Persistent):
         # Everything is checked before anything is written (an upgrade of
         # old data included): a refused call leaves no trace.
         now = self._now(now)
-        name, target, options = self._checkNewJob(task, input, options, False)
+        name, target, options, limit = self._checkNewJob(task, input,
+                                                         options, False)
         self._current(now)
+        if limit is not None:
+            self._configureLimit(*limit, now)
         job = Job(self._newId(), name, input, created=now)
         self._store(job, target, options)
         if startLater:
@@ -400,12 +408,14 @@ class TaskService(persistent.Persistent):
                    now=None, **kw):
         now = self._now(now)
         options = {k: kw.pop(k) for k in list(kw) if k not in CronJob.scheduleArguments}
-        name, target, options = self._checkNewJob(task, input, options,
-                                                  delay is None)
+        name, target, options, limit = self._checkNewJob(
+            task, input, options, delay is None)
         # The job checks its schedule; it is not stored until it is valid.
         job = CronJob(0, name, input, minute, hour, dayOfMonth, month,
                       dayOfWeek, delay, created=now, **kw)
         self._current(now)
+        if limit is not None:
+            self._configureLimit(*limit, now)
         job.id = self._newId()
         self._store(job, target, options)
         if startLater:
@@ -416,7 +426,8 @@ class TaskService(persistent.Persistent):
         return job.id
 
     def _checkNewJob(self, task, input, options, repeating):
-        """Validate a new job; return its task name, target and options."""
+        """Validate a new job; return its task name, target, options and
+        the limit its task declares, as (name, concurrency, rate), if any."""
         name, target, found = self._resolveNew(task)
         checkOptions(options, repeating)
         # Options a task declares (see `zodbtasks.decorators`) are defaults.
@@ -432,12 +443,40 @@ class TaskService(persistent.Persistent):
                               % (name, error)) from None
         options = dict(declared, **{k: v for k, v in options.items()
                                     if v is not None})
+        limit = self._checkLimit(name, found, options)
         try:
             pickle.dumps(input, 3)
         except Exception as error:
             raise TypeError('the input of a job must be picklable, but %r '
                             'is not: %s' % (input, error)) from error
-        return name, target, options
+        return name, target, options, limit
+
+    def _checkLimit(self, name, found, options):
+        """The limit a task declares (its ``concurrency`` and ``rate``
+        attributes) as (limit name, concurrency, rate); its jobs join it.
+        A job naming a limit that neither its task nor `setLimit` made is
+        refused."""
+        concurrency = getattr(found, 'concurrency', None)
+        rate = getattr(found, 'rate', None)
+        if concurrency is None and rate is None:
+            wanted = options.get('limit')
+            if wanted is not None and (self._limits is None
+                                       or wanted not in self._limits):
+                raise ValueError(
+                    'no limit is named %r; make it with setLimit(%r, '
+                    'concurrency=..., rate=...), or declare concurrency or '
+                    'rate on the task' % (wanted, wanted))
+            return None
+        try:
+            _limits.check_concurrency(concurrency)
+            if rate is not None:
+                _limits.rate_interval(rate)
+            limit = options.setdefault('limit', name)
+            _limits.check_name(limit)
+        except (TypeError, ValueError) as error:
+            raise type(error)('task %r declares a bad limit: %s'
+                              % (name, error)) from None
+        return limit, concurrency, rate
 
     def _resolveNew(self, task):
         """Find what a new job will run: a name, a dotted name or a method."""
@@ -676,6 +715,8 @@ class TaskService(persistent.Persistent):
             return self._queueOf(job).lanes[key >> _LANE_SHIFT]
         if name == _SCHEDULED:
             return self._queueOf(job).due
+        if name == _LIMITED:
+            return self._limits[job.limit].waiting
         return getattr(self, name)
 
     def _queueOf(self, job):
@@ -706,10 +747,109 @@ class TaskService(persistent.Persistent):
 
     def _enqueue(self, job, now, front=False):
         self._setStatus(job, interfaces.QUEUED)
-        lane = random.getrandbits(_LANE_BITS)
         order = (random.getrandbits(_ORDER_SHIFT) if front
                  else self._orderKey(now))
+        if job.limit is not None:
+            self._wait(job, now, order)
+            return
+        lane = random.getrandbits(_LANE_BITS)
         self._index(_QUEUE, job, _queues.lane_key(lane, job.priority, order))
+
+    # -- limits (see `zodbtasks.limits`) ------------------------------------
+
+    def _wait(self, job, now, order):
+        """Hold a job of a limit back, and let through what the limit
+        allows: a queued job that may start at once goes to the queue's
+        lanes, the others to its due tree, for their time."""
+        limit = self._limits[job.limit]
+        limit.leave(job.id)
+        self._index(_LIMITED, job, _queues.lane_key(0, job.priority, order))
+        self._admit(limit, now)
+
+    def _admit(self, limit, now):
+        waiting = limit.waiting
+        while waiting and limit.canAdmit():
+            key = waiting.minKey()
+            job = self.jobs.get(waiting[key])
+            if _stale(job, _LIMITED, key):
+                del waiting[key]
+                continue
+            self._unindex(job)
+            at = limit.admit(job.id)
+            if job.status == interfaces.QUEUED and at <= now:
+                lane = random.getrandbits(_LANE_BITS)
+                self._index(_QUEUE, job, lane << _LANE_SHIFT | key)
+            else:
+                why = _NOW if job.status == interfaces.QUEUED else job._why
+                self._schedule(job, max(now, at), why)
+
+    def _leaveLimit(self, job, now):
+        """A job of a limit gives back what it holds there."""
+        if job.limit is None or self._limits is None:
+            return
+        limit = self._limits.get(job.limit)
+        if limit is not None and limit.leave(job.id):
+            self._admit(limit, now)
+
+    def _limitLetsThrough(self, job, now):
+        """Whether a due job may start under its limit; if not, it now
+        waits there."""
+        if job.limit is None or job.status == interfaces.PROCESSING:
+            return True
+        limit = self._limits.get(job.limit)
+        if limit is None or limit.holds(job.id):
+            return True
+        self._unindex(job)
+        self._wait(job, now, self._orderKey(now))
+        return False
+
+    def _limitStarted(self, job, now):
+        limit = None if job.limit is None else self._limits.get(job.limit)
+        if limit is not None:
+            limit.started(job.id, now)
+            self._admit(limit, now)
+
+    def setLimit(self, name, concurrency=None, rate=None, now=None):
+        """Bound the jobs of limit ``name``: at most ``concurrency`` let
+        through at once, and starts no faster than ``rate`` ('10/s',
+        '100/m', '1000/h'); None lifts a bound. Jobs join a limit with the
+        ``limit`` option."""
+        now = self._now(now)
+        _limits.check_name(name)
+        _limits.check_concurrency(concurrency)
+        if rate is not None:
+            _limits.rate_interval(rate)
+        self._current(now)
+        self._configureLimit(name, concurrency, rate, now)
+
+    def _configureLimit(self, name, concurrency, rate, now):
+        limit = self._limits.get(name)
+        if limit is None:
+            limit = self._limits[name] = _limits.Limit(name)
+        if limit.configure(concurrency, rate):
+            self._admit(limit, now)
+
+    def getLimits(self):
+        """{name: `zodbtasks.limits.Limit`} of the limits jobs may join."""
+        return dict(self._limits.items()) if self._limits is not None else {}
+
+    def waitingFor(self, jobid, now=None):
+        """What a job waits for under its limit, in words, or None."""
+        now = self._now(now)
+        job = self._job(jobid)
+        limit = (None if job.limit is None or self._limits is None
+                 else self._limits.get(job.limit))
+        if limit is None:
+            return None
+        if getattr(job, '_index', None) == _LIMITED:
+            return 'held back by limit %r (%s)' % (limit.name,
+                                                   limit.describe())
+        if limit.released == job.id and job.scheduledFor is not None \
+                and job.scheduledFor > now:
+            return 'rate limited until %s (limit %r, at most %s)' % (
+                _shownTime(job.scheduledFor), limit.name, limit.rate)
+        return None
+
 
     def _queueHead(self, queues=None):
         """The next job's lane and key in ``queues`` (default: all), or
@@ -774,6 +914,7 @@ class TaskService(persistent.Persistent):
                 self._finish(job, interfaces.COMPLETED, now)
 
     def _finish(self, job, status, now):
+        self._leaveLimit(job, now)
         self._setStatus(job, status, now)
         if self._finished is not None:
             self._finished[status].insert(job.id)
@@ -820,7 +961,7 @@ class TaskService(persistent.Persistent):
             else:
                 listed = _countKey(job)
                 sort = job._indexKey
-                if index == _QUEUE:
+                if index in (_QUEUE, _LIMITED):
                     # Ranks have 59 bits: room for 4 spare bits below.
                     spare = 4
                     sort = _queues.rank_of(sort) << spare
@@ -926,6 +1067,8 @@ class TaskService(persistent.Persistent):
             job.pausedFrom = job.status
             self._setStatus(job, interfaces.PAUSED, now)
         self._unindex(job)
+        if job.status != interfaces.PROCESSING:
+            self._leaveLimit(job, self._now(now))
         job.waitingRun = False
         job.paused = True
 
@@ -1274,10 +1417,14 @@ class TaskService(persistent.Persistent):
         return any(self.jobs[jobid].lease.expires <= now
                    for _, jobid in self._liveLeases(max=limit))
 
-    def isIdle(self, now=None):
-        """Whether no job is due at ``now`` and no worker holds one."""
-        return (self._layout == LAYOUT and not self.hasJobsWaiting(now)
-                and not any(self._liveLeases()))
+    def isIdle(self, now=None, queues=None):
+        """Whether no job of ``queues`` (default: any) is due at ``now``
+        and no worker holds one."""
+        queues = _queues.check_names(queues)
+        if self._layout != LAYOUT or self.hasJobsWaiting(now, queues):
+            return False
+        return not any(queues is None or self.jobs[jobid].queue in queues
+                       for _, jobid in self._liveLeases())
 
     def _liveLeases(self, max=None):
         """The keys of the leases still held, up to ``max``.
@@ -1496,6 +1643,7 @@ class TaskService(persistent.Persistent):
 
     def _giveBack(self, job, lease, now, delay=None):
         """Undo a claim that never started."""
+        self._leaveLimit(job, now)
         job.lease = None
         job.attempts = max(0, job.attempts - 1)
         name, key, why, due = lease.place or (None, None, _REGULAR, None)
@@ -1634,6 +1782,7 @@ class TaskService(persistent.Persistent):
                 self._endRun(job, now, failed=True, retry=False)
                 continue
             job.lease = None
+            self._leaveLimit(job, now)
             job.history = (job.history + ((
                 job.started, lease.expires, lease.worker, 'lost',
                 message),))[-KEEP_RUNS:]
@@ -1681,6 +1830,8 @@ class TaskService(persistent.Persistent):
         if self._listing is None:
             self._listing = _listing.new_listing()
             self._listBuild = _counting.CountBuild()
+        if self._limits is None:
+            self._limits = OOBTree()
         self._layout = LAYOUT
         return True
 
@@ -1723,6 +1874,8 @@ class TaskService(persistent.Persistent):
                 continue
             if job.scheduledFor > now:
                 break
+            if not self._limitLetsThrough(job, now):
+                continue
             place = _placeOf(job)
             self._unindex(job)
             try:
@@ -1732,6 +1885,7 @@ class TaskService(persistent.Persistent):
                 run, following = self._misfire(job, now)
                 if run:
                     self._startRun(job, now, job.scheduledFor, following)
+                    self._limitStarted(job, now)
                     return job, place
             except Exception as error:
                 self._poisoned(job, now, error)
@@ -1748,6 +1902,7 @@ class TaskService(persistent.Persistent):
         place = _placeOf(job)
         self._unindex(job)
         self._startRun(job, now)
+        self._limitStarted(job, now)
         return job, place
 
     def _poisoned(self, job, now, error):
@@ -1989,6 +2144,7 @@ class TaskService(persistent.Persistent):
                      retryDelay=outcome.retryDelay)
 
     def _endRun(self, job, now, failed, retry=True, retryDelay=None):
+        self._leaveLimit(job, now)
         if job.lease is not None:
             job.ranOn = job.lease.worker
         job.lease = None   # its index entry is dropped when it comes due
@@ -2208,6 +2364,12 @@ def _listingOrder(job):
                       interfaces.CRONJOB):
         return job.scheduledFor if job.scheduledFor is not None else math.inf
     return -(job.completed or job.created or 0)
+
+
+def _shownTime(seconds):
+    return datetime.datetime.fromtimestamp(
+        seconds, datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f')[
+            :-3] + ' UTC'
 
 
 def _earliestDue(queues, limit):

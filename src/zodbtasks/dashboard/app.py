@@ -28,6 +28,7 @@ from zodbtasks.display import in_zone
 from zodbtasks.display import moment
 from zodbtasks.display import user_traceback
 from zodbtasks.job import CronJob
+from zodbtasks.queues import check_name as check_queue_name
 from zodbtasks.paths import splitPath
 from zodbtasks.paths import traverse
 
@@ -459,8 +460,18 @@ class Dashboard:
             jobid = _wholeNumber(jobid.lstrip('#'), 'id', 0, 10 ** _ID_DIGITS)
         return status or None, task or None, limit, cursor, jobid or None
 
+    def _queueFilter(self, request):
+        queue = request.GET.get('queue', '').strip() or None
+        if queue is not None:
+            try:
+                check_queue_name(queue)
+            except ValueError as error:
+                raise HTTPError(400, str(error)) from None
+        return queue
+
     def jobsPage(self, request):
         status, task, limit, cursor, jobid = self._filters(request)
+        queue = self._queueFilter(request)
 
         def work(service):
             counts = service.jobCounts()
@@ -472,11 +483,13 @@ class Dashboard:
             else:
                 try:
                     rows, following = service.listJobs(
-                        status=status, task=task, limit=limit, cursor=cursor)
+                        status=status, task=task, limit=limit, cursor=cursor,
+                        queue=queue)
                 except ValueError as error:
                     raise HTTPError(400, str(error)) from None
-            matching = service.countJobs(status=status, task=task)
-            base = dict(status=status, task=task,
+            matching = service.countJobs(status=status, task=task,
+                                         queue=queue)
+            base = dict(status=status, task=task, queue=queue,
                         limit=limit if limit != DEFAULT_LIMIT else None)
             return self._render(
                 request, 'jobs.pt', 'Jobs', 'jobs', service,
@@ -484,6 +497,8 @@ class Dashboard:
                 counts=statusCounts(counts), total=sum(counts.values()),
                 task_names=sorted({t for (s, t), n in counts.items() if n}),
                 statuses=STATUS_ORDER, current=status, task=task,
+                queue=queue, queue_names=sorted({
+                    q for (q, s), n in service.queueCounts().items() if n}),
                 limit=limit, jobid=jobid, found=found, rows=rows,
                 matching=matching, base=base,
                 next_url=(self._url(request, '/jobs', cursor=following, **base)
@@ -512,6 +527,8 @@ class Dashboard:
                 next_times=times, schedule_problem=problem,
                 queue=getattr(job, 'queue', 'default'),
                 priority=getattr(job, 'priority', 5),
+                limit=getattr(job, 'limit', None),
+                waiting_for=service.waitingFor(jobid, now),
                 running=job.status == interfaces.PROCESSING,
                 attempts=jobinfo.attempts(job, now),
                 possible=jobinfo.possibleActions(job),

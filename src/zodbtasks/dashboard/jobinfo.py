@@ -112,35 +112,30 @@ class Attempt:
         return '<Attempt %s %r-%r>' % (self.state, self.started, self.ended)
 
 
-def attempts(job, now):
-    """The runs that ``job`` records, the latest first.
+_STATES = {interfaces.ERROR: 'failed', interfaces.COMPLETED: 'succeeded',
+           'lost': 'lost its lease'}
 
-    A job keeps the start and end of its latest run, the lease of the run
-    in hand (its worker, when it was claimed and began) and the time and
-    message of its latest failures; older runs are known by those alone.
-    """
+
+def attempts(job, now):
+    """The runs that ``job`` records, the latest first: the run in hand
+    (from its lease), the latest one and those of its ``history``."""
     found = []
     lease = job.lease
-    running = job.status == interfaces.PROCESSING and lease is not None
-    if running:
+    if job.status == interfaces.PROCESSING and lease is not None:
         began = lease.started or None
         found.append(Attempt(
             'running' if began else 'claimed', started=began or lease.claimed,
             worker=lease.worker))
-    failures = list(job.failures)
-    if job.completed is not None:
+    elif job.completed is not None:
         failed = bool(job.error)
-        if failed and failures and failures[-1][0] == job.completed:
-            failures.pop()
-        # A claim sets ``started``: while a job runs, it is the new run's.
-        began = None if running else job.started
-        if began is not None and began > job.completed:
-            began = None
         found.append(Attempt('failed' if failed else 'succeeded',
-                             started=began, ended=job.completed,
+                             started=job.started, ended=job.completed,
+                             worker=getattr(job, 'ranOn', None),
                              error=job.error if failed else None))
-    for when, message in reversed(failures):
-        found.append(Attempt('failed', ended=when, error=message))
+    for started, ended, worker, status, error in reversed(
+            getattr(job, 'history', ())):
+        found.append(Attempt(_STATES.get(status, status), started=started,
+                             ended=ended, worker=worker, error=error))
     return found
 
 

@@ -371,3 +371,33 @@ def test_show_says_what_a_job_waits_for(tmp_path, tasks, capsys):
     assert ("waitingFor    rate limited until 1970-01-01 00:01:00.000 UTC "
             "(limit 'api', at most 1/m)") in out
     assert 'limit         api' in out
+
+
+def test_limits_from_the_command_line(tmp_path, tasks, capsys):
+    import json
+    import ZODB
+    import ZODB.FileStorage
+    from zodbtasks.cli import main
+    path = str(tmp_path / 'Data.fs')
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    with db.transaction() as conn:
+        conn.root()['tasks'] = zodbtasks.TaskService()
+    db.close()
+    on = ['--db', path, '--service', 'tasks', '--now', '5']
+    assert main(['limit', 'api', '--rate', '10/s', '--concurrency', '2']
+                + on) == 0
+    assert capsys.readouterr().out == (
+        'limit api: 0 of 2 slots in use, at most 10/s\n')
+    for _ in range(3):
+        assert main(['add', 'echo', '--limit', 'api'] + on) == 0
+    assert main(['limit', 'api', '--rate', 'none'] + on) == 0
+    capsys.readouterr()
+    assert main(['limits', '--json'] + on) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {'name': 'api', 'concurrency': 2, 'inUse': 2, 'rate': None,
+         'nextStart': None, 'waiting': 1}]
+    assert main(['limit', 'api', '--rate', 'fast'] + on) == 1
+    assert "rate must be a number of jobs per second" in \
+        capsys.readouterr().err
+    assert main(['add', 'echo', '--limit', 'other'] + on) == 1
+    assert "no limit is named 'other'" in capsys.readouterr().err

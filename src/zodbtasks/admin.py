@@ -14,6 +14,7 @@ batches, so that no transaction grows with the size of the service.
 import argparse
 import datetime
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -426,7 +427,8 @@ JOB_OPTION_FLAGS = {
     'retries': 'retries', 'retry_delay': 'retryDelay',
     'retry_backoff': 'retryBackoff', 'retry_max_delay': 'retryMaxDelay',
     'ttl': 'ttl', 'lease': 'leaseSeconds', 'timeout': 'timeout',
-    'at_most_once': 'atMostOnce', 'queue': 'queue', 'priority': 'priority'}
+    'at_most_once': 'atMostOnce', 'queue': 'queue', 'priority': 'priority',
+    'limit': 'limit'}
 CRON_OPTION_FLAGS = {
     'misfire': 'misfire', 'misfire_grace': 'misfireGrace',
     'catch_up': 'catchUp', 'overlap': 'overlap', 'max_runs': 'maxRuns'}
@@ -634,16 +636,18 @@ def _committed(session, work, retries, progress):
 
 def _matching(service, statuses, task=None, before=None):
     """Ids of the jobs with one of ``statuses`` (and ``task``, exactly),
-    finished at or before ``before``."""
+    finished at or before ``before``, from the service's listings: it reads
+    the jobs of those statuses only."""
     found = []
-    for job in service.jobs.values():
-        if job.status not in statuses:
-            continue
-        if task is not None and job.task != task:
-            continue
-        if before is not None and (job.completed or job.created or 0) > before:
-            continue
-        found.append(job.id)
+    for status in statuses:
+        cursor = None
+        while True:
+            page, cursor = service.listJobs(status, task, 1000, cursor)
+            found.extend(
+                job.id for job in page if before is None
+                or (job.completed or job.created or 0) <= before)
+            if cursor is None:
+                break
     return found
 
 
@@ -1015,6 +1019,8 @@ def _jobOptions(p):
     p.add_argument('--priority', type=int, metavar='0-9',
                    help='higher runs first within its queue (default: the '
                    'task\'s, else 5)')
+    p.add_argument('--limit', metavar='NAME', help='the limit it shares '
+                   'with other jobs (see "zodbtasks limit")')
     p.add_argument('--create', action='store_true',
                    help='create the database file and the service if they '
                    'do not exist')
@@ -1024,7 +1030,7 @@ def addCommands(commands):
     """Add the operator's subcommands to the ``zodbtasks`` parser."""
     for add in (_lookingCommands, _addingCommands, _cronCommand,
                 _actingCommands, _bulkCommands, _upgradeCommand,
-                _otherCommands, _workersCommand):
+                _otherCommands, _workersCommand, _limitCommands):
         add(commands)
 
 
@@ -1037,9 +1043,12 @@ def _common(parser, required=True):
                         '(default: the clock)')
 
 
+_READ_ONLY = (' Reads a FileStorage read-only, beside running workers: it '
+              'shows what was committed before it began.')
+
+
 def _lookingCommands(commands):
-    readOnly = (' Reads a FileStorage read-only, beside running workers: it '
-                'shows what was committed before it began.')
+    readOnly = _READ_ONLY
 
     p = commands.add_parser(
         'status', help='counts, overdue jobs, leases, next cron runs',
@@ -1140,6 +1149,74 @@ def _cronCommand(commands):
                    help='complete the job after this many runs')
     _jobOptions(p)
     p.set_defaults(func=_withService(cron, write=True))
+
+
+#: Held-back jobs ``zodbtasks limits`` counts at most, per limit.
+SHOWN_WAITING = 10000
+
+
+def limits(service, args, out):
+    """The service's limits: bounds, slots in use, jobs held back."""
+    rows = []
+    for name, limit in sorted(service.getLimits().items()):
+        waiting = sum(1 for _ in itertools.islice(
+            limit.waiting.keys(), SHOWN_WAITING + 1))
+        rows.append({'name': name, 'concurrency': limit.concurrency,
+                     'inUse': len(limit.holders), 'rate': limit.rate,
+                     'nextStart': limit.nextStart if limit.rate else None,
+                     'waiting': waiting if waiting <= SHOWN_WAITING
+                     else '>%d' % SHOWN_WAITING})
+    if args.json:
+        _dump(rows, out)
+        return 0
+    if not rows:
+        print('no limits (see "zodbtasks limit --help")', file=out)
+        return 0
+    table([[cut(r['name'], 40), r['concurrency'] or '-', r['inUse'],
+            r['rate'] or '-', r['waiting']] for r in rows],
+          ['limit', 'concurrency', 'in use', 'rate', 'held back'], out,
+          right=('concurrency', 'in use', 'held back'))
+    return 0
+
+
+def setLimit(service, args, out):
+    limit = service.getLimits().get(args.name)
+    concurrency = None if limit is None else limit.concurrency
+    rate = None if limit is None else limit.rate
+    if args.concurrency is not None:
+        concurrency = args.concurrency or None
+    if args.rate is not None:
+        rate = None if args.rate == 'none' else args.rate
+    try:
+        service.setLimit(args.name, concurrency=concurrency, rate=rate,
+                         now=_now(args))
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error))
+    print('limit %s: %s' % (args.name,
+                            service.getLimits()[args.name].describe()),
+          file=out)
+    return 0
+
+
+def _limitCommands(commands):
+    p = commands.add_parser(
+        'limits', help='the limits jobs share: bounds, slots in use, jobs '
+        'held back', description='The concurrency and rate limits of the '
+        'service.' + _READ_ONLY)
+    _common(p)
+    p.set_defaults(func=_withService(limits))
+
+    p = commands.add_parser(
+        'limit', help='set the bounds of a limit',
+        description='Set how many jobs of a limit run at once across all '
+        'workers (--concurrency, 0 for no bound) and how fast they start '
+        '(--rate 10/s, 100/m, 1000/h, or none). Jobs join a limit with '
+        '"zodbtasks add --limit NAME" or the limit option of the API.')
+    _common(p)
+    p.add_argument('name')
+    p.add_argument('--concurrency', type=int, metavar='N')
+    p.add_argument('--rate', metavar='RATE')
+    p.set_defaults(func=_withService(setLimit, write=True))
 
 
 def _actingCommands(commands):

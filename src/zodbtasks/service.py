@@ -554,7 +554,8 @@ class TaskService(persistent.Persistent):
             return      # an old layout, until its upgrade
         now = None if gone else _countKey(job)
         was = job._counted
-        if gone and self._countBuild is not None:
+        if gone and (self._countBuild is not None
+                     or self._listBuild is not None):
             job._p_changed = True
         if was == now:
             return
@@ -1173,6 +1174,9 @@ class TaskService(persistent.Persistent):
                     if key[0] == name:
                         shard.add(key, -n)
             for jobid in ids:
+                if self._listBuild is not None:
+                    # A batch listing it at once must conflict with this.
+                    self.jobs[jobid]._p_changed = True
                 del self.jobs[jobid]
             if self._finished is not None:
                 self._finished[name].clear()

@@ -31,7 +31,7 @@ service's. Before timing, the smallest size is checked: every page of
     filter.
 ``jobs --status error``
     ``zodbtasks jobs --status error --limit 100`` (`zodbtasks.admin.jobs`),
-    its table printed to a string.
+    its table printed to a string; ``... --json``, the same jobs as JSON.
 ``full scan``
     counting by reading every job, as ``status`` and ``/api/counts`` did
     before the counts: the peer of the count rows, measured in the same run.
@@ -174,13 +174,16 @@ def _get(url):
     return view
 
 
-def _cliJobs(db, service):
-    args = cli.buildParser(['jobs']).parse_args(
-        ['jobs', '--db', 'unused.fs', '--service', 'tasks', '--status', 'error', '--limit', '100'])
-    out = io.StringIO()
-    assert admin.jobs(service, args, out) == 0
-    assert out.getvalue().count('\n') > 20
-    return out.getvalue()
+def _cliJobs(*options):
+    def view(db, service):
+        args = cli.buildParser(['jobs']).parse_args(
+            ['jobs', '--db', 'unused.fs', '--service', 'tasks', '--status',
+             'error', '--limit', '100'] + list(options))
+        out = io.StringIO()
+        assert admin.jobs(service, args, out) == 0
+        assert out.getvalue().count('\n') > 20
+        return out.getvalue()
+    return view
 
 
 #: (name, view, peer): each row's ratio is to its peer's time.
@@ -195,7 +198,8 @@ VIEWS = [
     ('listJobs(error, task)',
      lambda db, s: s.listJobs('error', task='mail', limit=100), 'scan page'),
     ('listJobs()', lambda db, s: s.listJobs(limit=100), 'scan page'),
-    ('jobs --status error', _cliJobs, 'scan page'),
+    ('jobs --status error', _cliJobs(), 'scan page'),
+    ('  ... --json', _cliJobs('--json'), 'scan page'),
     ('scan page', scanPage, 'scan page'),
 ]
 SCANS = ('full scan', 'scan page')

@@ -12,7 +12,8 @@ Each run is the drain of `bench_workers.py`: a ZEO server on a FileStorage
 ``--processes`` worker processes (``zodbtasks worker --spread``) start, and
 the rate counted from the first completion to the last. Meanwhile the CPU
 time of the server and of each worker is read from /proc: CPU per job is
-that time over the jobs completed in the window. The workers count the
+that time (the server's; all the workers' together) over the jobs
+completed in the window. The workers count the
 conflicts they retry, by where they met them (see `_zeo_cost_tasks`):
 ``claim`` is the claim transaction, which also records the outcomes of the
 jobs run since the last claim; ``run`` a job's own transaction; the others
@@ -95,7 +96,7 @@ def drain(src, jobs, processes, poll):
         load = f.read().split()[:3]
     return {'src': src, 'rate': rate, 'busy': busy,
             'server_ms': busy['server'] / rate * 1000,
-            'worker_ms': workersBusy / rate * 1000 / processes,
+            'worker_ms': workersBusy / rate * 1000,
             'conflicts': conflicts, 'load': load}
 
 

@@ -75,6 +75,7 @@ class ZoneTable:
         self.tz = ZoneInfo(key)
         self._years = {}
         self._changes = None      # loaded with the first year
+        self._last_segment = (0, 0, 0)
 
     def offset(self, instant):
         dt = datetime.fromtimestamp(instant, self.tz)
@@ -160,9 +161,13 @@ class ZoneTable:
     def segment(self, instant):
         """(start, end, offset) of the stretch of constant offset that
         holds `instant`."""
+        last = self._last_segment       # asked again, most of the time
+        if last[0] <= instant < last[1]:
+            return last
         starts, ends, offsets = self.year_table(year_of_day(instant // DAY))
         i = bisect_right(starts, instant) - 1
-        return starts[i], ends[i], offsets[i]
+        last = self._last_segment = starts[i], ends[i], offsets[i]
+        return last
 
     def first_instant_showing(self, wall):
         """The first instant at which the clock shows `wall` or later.
@@ -223,3 +228,4 @@ def forget_zone_years():
     """Drop every zone's year tables; they are rebuilt when next asked."""
     for table in _zone_tables.values():
         table._years.clear()
+        table._last_segment = (0, 0, 0)

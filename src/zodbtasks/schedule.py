@@ -100,6 +100,7 @@ class _Calendar:
                            + self.seconds[0])
         self._month_cache = {}
         self._year_cache = [None] * 14
+        self._last_year = (0, 0, ())    # first day, day after, matching days
 
     # -- days ---------------------------------------------------------------
 
@@ -197,13 +198,22 @@ class _Calendar:
     def first_at_or_after(self, wall):
         """The first matching wall time >= `wall` (both in seconds)."""
         days, second_of_day = divmod(wall, DAY)
+        time = self.time_at_or_after(second_of_day)
+        if time is None:
+            days += 1
+            time = self.first_time
+        # The year searched last, if `days` lies in it (the usual case when
+        # a schedule is asked for one fire time after another).
+        first_day, stop_day, year_days = self._last_year
+        if first_day <= days < stop_day:
+            i = bisect_left(year_days, days - first_day)
+            if i < len(year_days):
+                if year_days[i] != days - first_day:
+                    time = self.first_time
+                return (first_day + year_days[i]) * DAY + time
         year = year_of_day(days)
         first_day = year_start(year)
         day_of_year = days - first_day
-        time = self.time_at_or_after(second_of_day)
-        if time is None:
-            day_of_year += 1
-            time = self.first_time
         leap = is_leap(year)
         if self._year_cache[leap * 7 + weekday_of_day(first_day)] is None:
             # A year of this kind was never searched: try the rest of the
@@ -220,6 +230,8 @@ class _Calendar:
             year_days = self.year_days(leap, weekday_of_day(first_day))
             i = bisect_left(year_days, day_of_year)
             if i < len(year_days):
+                self._last_year = (first_day, first_day + 365 + leap,
+                                   year_days)
                 if year_days[i] != day_of_year:
                     time = self.first_time
                 return (first_day + year_days[i]) * DAY + time
@@ -446,6 +458,10 @@ _FIELD_LEVELS = dict(second=0, minute=1, hour=2, day_of_month=3,
 
 @lru_cache(maxsize=1024)
 def _fields_calendar(given):
+    return _compile_fields(given)
+
+
+def _compile_fields(given):
     given = dict(given)
     finest = min((_FIELD_LEVELS[name] for name in given), default=None)
 
@@ -555,8 +571,18 @@ class _FieldParser:
     def parse(self):
         if not self.text:
             self.fail('is empty')
+        field = self.field
         for term in self.text.split(','):
-            if not term:
+            # The common terms first, without the regular expression.
+            if term.isascii() and term.isdigit():
+                value = int(term)
+                if field.low <= value <= field.high:
+                    self.values.add(value)
+                    continue
+            elif term == '*':
+                self.values.update(range(field.low, field.high + 1))
+                continue
+            elif not term:
                 self.fail(f'{self.text!r} has an empty list item')
             if not self.special(term):
                 self.range_term(term)
@@ -647,6 +673,12 @@ def from_cron(expression, timezone=None):
 
 @lru_cache(maxsize=1024)
 def _parse_cron(expression):
+    # One parse per expression and process, whatever the number of jobs
+    # or schedules sharing it (tests/test_schedule_cache.py counts them).
+    return _compile_cron(expression)
+
+
+def _compile_cron(expression):
     text = expression.strip().upper()
     if text.startswith('@'):
         if text not in _MACROS:

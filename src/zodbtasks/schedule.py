@@ -652,7 +652,28 @@ class _FieldParser:
         self.values.update(range(low, high + 1, step))
 
 
+class _PlainField:
+    """A field written as '*' or as one number: values, and no L, W or #."""
+
+    last_day = last_workday = False
+    nearest_workday = last_weekdays = nth_weekdays = frozenset()
+
+    def __init__(self, values):
+        self.values = values
+
+
+_STARS = {field: _PlainField(frozenset(range(field.low, field.high + 1)))
+          for field in (_SECOND, _MINUTE, _HOUR, _DOM, _MONTH, _DOW)}
+
+
 def _parse_field(field, text, expression):
+    # The most common fields are shared or built without the parser.
+    if text == '*':
+        return _STARS[field]
+    if text.isascii() and text.isdigit():
+        value = int(text)
+        if field.low <= value <= field.high:
+            return _PlainField((value,))
     return _FieldParser(field, text, expression).parse()
 
 

@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfoNotFoundError
 
 from zodbtasks._calendar import DAY
 from zodbtasks._calendar import MONTH_LENGTHS
+from zodbtasks._calendar import forget_zone_years
 from zodbtasks._calendar import is_leap
 from zodbtasks._calendar import weekday_of_day
 from zodbtasks._calendar import year_of_day
-from zodbtasks._calendar import forget_zone_years
 from zodbtasks._calendar import year_start
 from zodbtasks._calendar import zone_table
 
@@ -307,7 +307,8 @@ class CalendarSchedule(Schedule):
         return self._timezone
 
     def next_after(self, now):
-        now = _whole_seconds(now)
+        if type(now) is not int:
+            now = _whole_seconds(now)
         if self._zone is None:
             return self._calendar.first_at_or_after(now + 1)
         if self.fixed_time:

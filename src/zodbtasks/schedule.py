@@ -11,12 +11,14 @@ Build schedules with :func:`from_fields` (the z3c.taskqueue tuple fields),
 import math
 import re
 from bisect import bisect_left
+from bisect import bisect_right
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 from zoneinfo import ZoneInfoNotFoundError
 
 from zodbtasks._calendar import DAY
 from zodbtasks._calendar import MONTH_LENGTHS
+from zodbtasks._calendar import forget_zone_years
 from zodbtasks._calendar import is_leap
 from zodbtasks._calendar import weekday_of_day
 from zodbtasks._calendar import year_of_day
@@ -93,10 +95,12 @@ class _Calendar:
         self.last_weekdays = frozenset(last_weekdays)      # nL (weekdays)
         self.nth_weekdays = frozenset(nth_weekdays)        # n#k as (wd, k)
         self.days_and = days_and
+        self.all_weekdays = len(self.weekdays) == 7   # nL, n#k add nothing
         self.first_time = (self.hours[0] * 3600 + self.minutes[0] * 60
                            + self.seconds[0])
         self._month_cache = {}
         self._year_cache = [None] * 14
+        self._last_year = (0, 0, ())    # first day, day after, matching days
 
     # -- days ---------------------------------------------------------------
 
@@ -110,26 +114,34 @@ class _Calendar:
         return result
 
     def _find_month_days(self, length, first_weekday):
-        # Days picked by L, LW and nW this month.
-        special = set()
-        if self.last_day:
-            special.add(length)
-        if self.last_workday:
-            special.add(_nearest_workday(
-                length, (first_weekday + length - 1) % 7, length))
-        for n in self.nearest_workday:
+        # Each rule as a set of days, combined with set operations.  Day n
+        # of the month falls on weekday (first_weekday + n - 1) % 7.
+        in_month = _MONTH_DAY_SETS[length]
+        dom = self.days & in_month
+        if self.last_day:                               # L
+            dom = dom | {length}
+        if self.last_workday:                           # LW
+            dom = dom | {_nearest_workday(
+                length, (first_weekday + length - 1) % 7, length)}
+        for n in self.nearest_workday:                  # nW
             if n <= length:  # like a plain n, nW skips months without day n
-                special.add(_nearest_workday(
-                    n, (first_weekday + n - 1) % 7, length))
-        days_and = self.days_and
-        for day in range(1, length + 1):
-            weekday = (first_weekday + day - 1) % 7
-            dom = day in self.days or day in special
-            dow = (weekday in self.weekdays
-                   or (weekday in self.last_weekdays and day + 7 > length)
-                   or (weekday, (day + 6) // 7) in self.nth_weekdays)
-            if (dom and dow) if days_and else (dom or dow):
-                yield day
+                dom = dom | {_nearest_workday(
+                    n, (first_weekday + n - 1) % 7, length)}
+        if self.all_weekdays:
+            dow = in_month
+        else:
+            dow = set()
+            for weekday in self.weekdays:               # every such weekday
+                dow.update(range((weekday - first_weekday) % 7 + 1,
+                                 length + 1, 7))
+            last_weekday = (first_weekday + length - 1) % 7
+            for weekday in self.last_weekdays:          # nL: the last one
+                dow.add(length - (last_weekday - weekday) % 7)
+            for weekday, k in self.nth_weekdays:        # n#k: the k-th one
+                day = (weekday - first_weekday) % 7 + 1 + 7 * (k - 1)
+                if day <= length:
+                    dow.add(day)
+        return sorted(dom & dow if self.days_and else dom | dow)
 
     def year_days(self, leap, jan1_weekday):
         """Sorted tuple of matching days of a year, counted from 0 (Jan 1)."""
@@ -186,13 +198,31 @@ class _Calendar:
     def first_at_or_after(self, wall):
         """The first matching wall time >= `wall` (both in seconds)."""
         days, second_of_day = divmod(wall, DAY)
+        time = self.time_at_or_after(second_of_day)
+        if time is None:
+            days += 1
+            time = self.first_time
+        # The year searched last, if `days` lies in it (the usual case when
+        # a schedule is asked for one fire time after another).
+        first_day, stop_day, year_days = self._last_year
+        if first_day <= days < stop_day:
+            i = bisect_left(year_days, days - first_day)
+            if i < len(year_days):
+                if year_days[i] != days - first_day:
+                    time = self.first_time
+                return (first_day + year_days[i]) * DAY + time
         year = year_of_day(days)
         first_day = year_start(year)
         day_of_year = days - first_day
-        time = self.time_at_or_after(second_of_day)
-        if time is None:
-            day_of_year += 1
-            time = self.first_time
+        leap = is_leap(year)
+        if self._year_cache[leap * 7 + weekday_of_day(first_day)] is None:
+            # A year of this kind was never searched: try the rest of the
+            # month first, which needs the days of that month only.
+            found = self._rest_of_month(leap, first_day, day_of_year)
+            if found is not None:
+                if found != day_of_year:
+                    time = self.first_time
+                return (first_day + found) * DAY + time
         # can_fire() was checked when the schedule was built, and every kind
         # of year comes back within 400 years, so this loop ends.
         while True:
@@ -200,6 +230,8 @@ class _Calendar:
             year_days = self.year_days(leap, weekday_of_day(first_day))
             i = bisect_left(year_days, day_of_year)
             if i < len(year_days):
+                self._last_year = (first_day, first_day + 365 + leap,
+                                   year_days)
                 if year_days[i] != day_of_year:
                     time = self.first_time
                 return (first_day + year_days[i]) * DAY + time
@@ -207,6 +239,27 @@ class _Calendar:
             year += 1
             day_of_year = 0
             time = self.first_time
+
+    def _rest_of_month(self, leap, first_day, day_of_year):
+        """The first matching day of the year >= `day_of_year` in the same
+        month, or None."""
+        starts = _MONTH_STARTS[leap]
+        month = bisect_right(starts, day_of_year)     # 1-12, 13 past Dec 31
+        if month > 12 or month not in self.months:
+            return None
+        month_start = starts[month - 1]
+        days = self.month_days(MONTH_LENGTHS[leap][month - 1],
+                               weekday_of_day(first_day + month_start))
+        i = bisect_left(days, day_of_year - month_start + 1)
+        if i < len(days):
+            return month_start + days[i] - 1
+        return None
+
+
+_MONTH_STARTS = tuple(
+    tuple(sum(lengths[:m]) for m in range(13)) for lengths in MONTH_LENGTHS)
+_MONTH_DAY_SETS = {length: frozenset(range(1, length + 1))
+                   for length in (28, 29, 30, 31)}
 
 
 def _nearest_workday(n, weekday, length):
@@ -254,7 +307,8 @@ class CalendarSchedule(Schedule):
         return self._timezone
 
     def next_after(self, now):
-        now = _whole_seconds(now)
+        if type(now) is not int:
+            now = _whole_seconds(now)
         if self._zone is None:
             return self._calendar.first_at_or_after(now + 1)
         if self.fixed_time:
@@ -405,6 +459,10 @@ _FIELD_LEVELS = dict(second=0, minute=1, hour=2, day_of_month=3,
 
 @lru_cache(maxsize=1024)
 def _fields_calendar(given):
+    return _compile_fields(given)
+
+
+def _compile_fields(given):
     given = dict(given)
     finest = min((_FIELD_LEVELS[name] for name in given), default=None)
 
@@ -514,8 +572,18 @@ class _FieldParser:
     def parse(self):
         if not self.text:
             self.fail('is empty')
+        field = self.field
         for term in self.text.split(','):
-            if not term:
+            # The common terms first, without the regular expression.
+            if term.isascii() and term.isdigit():
+                value = int(term)
+                if field.low <= value <= field.high:
+                    self.values.add(value)
+                    continue
+            elif term == '*':
+                self.values.update(range(field.low, field.high + 1))
+                continue
+            elif not term:
                 self.fail(f'{self.text!r} has an empty list item')
             if not self.special(term):
                 self.range_term(term)
@@ -585,7 +653,28 @@ class _FieldParser:
         self.values.update(range(low, high + 1, step))
 
 
+class _PlainField:
+    """A field written as '*' or as one number: values, and no L, W or #."""
+
+    last_day = last_workday = False
+    nearest_workday = last_weekdays = nth_weekdays = frozenset()
+
+    def __init__(self, values):
+        self.values = values
+
+
+_STARS = {field: _PlainField(frozenset(range(field.low, field.high + 1)))
+          for field in (_SECOND, _MINUTE, _HOUR, _DOM, _MONTH, _DOW)}
+
+
 def _parse_field(field, text, expression):
+    # The most common fields are shared or built without the parser.
+    if text == '*':
+        return _STARS[field]
+    if text.isascii() and text.isdigit():
+        value = int(text)
+        if field.low <= value <= field.high:
+            return _PlainField((value,))
     return _FieldParser(field, text, expression).parse()
 
 
@@ -606,6 +695,12 @@ def from_cron(expression, timezone=None):
 
 @lru_cache(maxsize=1024)
 def _parse_cron(expression):
+    # One parse per expression and process, whatever the number of jobs
+    # or schedules sharing it (tests/test_schedule_cache.py counts them).
+    return _compile_cron(expression)
+
+
+def _compile_cron(expression):
     text = expression.strip().upper()
     if text.startswith('@'):
         if text not in _MACROS:
@@ -793,3 +888,11 @@ def next_times(schedule, now, count=5):
             break
         times.append(now)
     return times
+
+
+def _forget_caches():
+    """Forget the parsed expressions and the zones' year tables (for
+    benchmarks and tests that measure a process seeing them first)."""
+    _parse_cron.cache_clear()
+    _fields_calendar.cache_clear()
+    forget_zone_years()

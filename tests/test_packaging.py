@@ -162,7 +162,9 @@ for command in sorted(commands.choices):
         except SystemExit:
             pass
 web = sorted(set(sys.modules) & {'webob', 'waitress', 'cgi'})
-names = [m.name for m in pkgutil.walk_packages(zodbtasks.__path__, 'zodbtasks.')]
+# Not the __main__ modules: importing one runs its command.
+names = [m.name for m in pkgutil.walk_packages(zodbtasks.__path__, 'zodbtasks.')
+         if not m.name.endswith('.__main__')]
 try:
     import Zope2
 except ImportError:

@@ -42,7 +42,6 @@ TESTS_REQUIRE = [
     'croniter',
     'WebTest',
     'selenium >= 4.10',
-    'ZEO',
     'zodbupdate >= 3.0',
     'zope.configuration',
     'zope.processlifetime',
@@ -78,7 +77,6 @@ setup(
         'Development Status :: 3 - Alpha',
         'Framework :: ZODB',
         'Framework :: Zope',
-        'License :: OSI Approved :: Zope Public License',
         'Programming Language :: Python :: 3',
         'Programming Language :: Python :: 3 :: Only',
         'Topic :: System :: Distributed Computing',
@@ -97,6 +95,9 @@ setup(
         'persistent',
         'transaction',
         'ZODB',
+        # serve's server and the client of its socket (zodburi pulls ZEO in
+        # too, but the package imports it itself).
+        'ZEO',
         'zope.component',
         'zope.location',
         'zope.event',
@@ -109,7 +110,6 @@ setup(
     extras_require={
         'test': TESTS_REQUIRE,
         'dashboard': DASHBOARD_REQUIRE,
-        'zeo': ['ZEO'],
         'relstorage': RELSTORAGE_REQUIRE,
         'migration': ['zodbupdate >= 3.0'],
         'zope': ZOPE_REQUIRE + DASHBOARD_REQUIRE,

@@ -282,10 +282,12 @@ def test_durations_and_times():
 
 
 def cli(*args, env=None, **kw):
+    # Keep the runner's PYTHONPATH: buildout's bin/test passes its eggs so.
+    path = os.pathsep.join(filter(None, [HERE, os.environ.get('PYTHONPATH')]))
     return subprocess.run(
         [sys.executable, '-m', 'zodbtasks', *args], capture_output=True,
-        text=True, timeout=120, env=dict(os.environ, PYTHONPATH=HERE,
-                                         **(env or {})), **kw)
+        text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=path, **(env or {})), **kw)
 
 
 def test_version_module_and_environment_defaults(fs, capsys):

@@ -1,7 +1,6 @@
 """The ``zodbtasks worker`` command."""
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import ZODB.FileStorage
 import zodbtasks
 from zodbtasks import cli
 from zodbtasks._testing import Workers
+from zodbtasks._testing import consoleScript
 from zodbtasks._testing import waitFor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -293,7 +293,7 @@ def test_a_memory_uri_opens_an_empty_database():
 
 
 def test_the_console_script_when_installed():
-    script = shutil.which('zodbtasks', path=os.path.dirname(sys.executable))
+    script = consoleScript('zodbtasks')
     if script is None:
         pytest.skip('the zodbtasks console script is not installed (its '
                     'entry point is declared in setup.py)')
@@ -336,7 +336,7 @@ def test_task_modules_are_imported_from_the_working_directory(tmp_path, fs):
         jobid = service.add('shout', 'hi')
     # The console script, as users run it: unlike ``python -m``, it does
     # not put the working directory on the path by itself.
-    script = shutil.which('zodbtasks', path=os.path.dirname(sys.executable))
+    script = consoleScript('zodbtasks')
     if script is None:
         pytest.skip('the zodbtasks console script is not installed')
     result = subprocess.run(

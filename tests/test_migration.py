@@ -9,7 +9,6 @@ before the database is converted. The conversion is zodbupdate with
 import contextlib
 import datetime
 import importlib
-import os
 import subprocess
 import sys
 import types
@@ -25,6 +24,7 @@ from persistent.mapping import PersistentMapping
 
 import zodbtasks
 from zodbtasks import migration
+from zodbtasks._testing import consoleScript
 from zodbtasks.service import LAYOUT
 
 #: 2024-01-02 00:00:00 UTC, a Tuesday: the time the old database was left.
@@ -452,7 +452,9 @@ def test_zodbupdate_command_line(tmp_path, ran):
         pytest.skip('zodbtasks is installed without its zodbupdate entry '
                     'point (see setup.py)')
     assert found[0].load() is migration.renames
-    command = os.path.join(os.path.dirname(sys.executable), 'zodbupdate')
+    command = consoleScript('zodbupdate')
+    assert command, 'no zodbupdate script beside %s or on PATH' % (
+        sys.executable,)
     path = tmp_path / 'Data.fs'
     writeLovelyDatabase(str(path))
     subprocess.run([command, '-f', str(path)], check=True, timeout=300,

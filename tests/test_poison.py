@@ -50,6 +50,18 @@ T0 = 1000
 
 # -- a snapshot of everything a service stores --------------------------------
 
+class _Referencing(pickle.Pickler):
+    """A pickler that asks ``reference`` for persistent ids (a method: Python
+    3.13 refuses to set ``persistent_id`` on the instance)."""
+
+    def __init__(self, file, protocol, reference):
+        super().__init__(file, protocol)
+        self.reference = reference
+
+    def persistent_id(self, obj):
+        return self.reference(obj)
+
+
 def snapshot(service):
     """The pickled state of every persistent object reachable from
     ``service``, in the order they are reached, and its volatile attributes.
@@ -76,9 +88,7 @@ def snapshot(service):
 
         ob._p_activate()
         out = io.BytesIO()
-        pickler = pickle.Pickler(out, 3)
-        pickler.persistent_id = reference
-        pickler.dump((type(ob), ob.__getstate__()))
+        _Referencing(out, 3, reference).dump((type(ob), ob.__getstate__()))
         states.append(out.getvalue())
     volatile = {k: v for k, v in vars(service).items() if k.startswith('_v_')}
     return states, volatile

@@ -25,6 +25,7 @@ import pytest
 
 from zodbtasks._testing import LOOPBACK
 from zodbtasks._testing import ZEOServer
+from zodbtasks._testing import consoleScript
 from zodbtasks._testing import freePort
 from zodbtasks._testing import waitFor
 
@@ -44,7 +45,15 @@ import transaction  # noqa: E402
 import zodbtasks  # noqa: E402
 from zodbtasks.zope import publish  # noqa: E402
 
-BIN = os.path.dirname(sys.executable)
+
+
+def command(name):
+    """A console script of the environment; a missing one fails the test."""
+    path = consoleScript(name)
+    assert path, 'no %s script beside %s or on PATH' % (name, sys.executable)
+    return path
+
+
 START = 90          # seconds for a server to start
 PASSWORD = 'pw-for-tests'
 
@@ -167,7 +176,7 @@ class Instance:
         return os.path.join(self.path, 'etc', name)
 
     def build(self):
-        subprocess.run([os.path.join(BIN, 'mkwsgiinstance'), '-d', self.path,
+        subprocess.run([command('mkwsgiinstance'), '-d', self.path,
                         '-u', 'admin:' + PASSWORD], check=True, timeout=120,
                        capture_output=True)
         os.makedirs(os.path.join(self.path, 'lib'))
@@ -217,7 +226,7 @@ class Instance:
         with open(path, 'w') as f:
             f.write(script)
         result = subprocess.run(
-            [os.path.join(BIN, 'zconsole'), 'run', self.etc(conf), path],
+            [command('zconsole'), 'run', self.etc(conf), path],
             env=dict(self.env, **(env or {})), capture_output=True, text=True,
             timeout=120, cwd=self.path)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -231,7 +240,7 @@ class Instance:
     def start(self):
         with open(os.path.join(self.path, 'server.log'), 'ab') as log:
             self.process = subprocess.Popen(
-                [os.path.join(BIN, 'runwsgi'), self.etc('zope.ini')],
+                [command('runwsgi'), self.etc('zope.ini')],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.path)
         waitFor(self._ready, START, 'the Zope server on port %d' % self.port,
@@ -653,7 +662,7 @@ transaction.commit()
 ''')
     jobid = int(re.search(r'JOB (\d+)', result.stdout).group(1))
     worker = subprocess.run(
-        [os.path.join(BIN, 'zodbtasks'), 'worker', '--zope-conf', conf,
+        [command('zodbtasks'), 'worker', '--zope-conf', conf,
          '--db', zeo.uri, '--service', 'Application/spare', '--until-idle',
          '--poll', '0.1'],
         env=instance.env, capture_output=True, text=True, timeout=120,

@@ -1,4 +1,6 @@
 """zodbtasks: a transactional task queue and scheduler that lives in ZODB."""
+import importlib.metadata
+
 from zodbtasks.interfaces import CANCELLED
 from zodbtasks.interfaces import COMPLETED
 from zodbtasks.interfaces import CRONJOB
@@ -20,6 +22,20 @@ from zodbtasks.task import SimpleTask
 from zodbtasks.task import Retry
 from zodbtasks.task import TaskError
 
+
+def _installedVersion(name: str) -> str:
+    """The version of the installed distribution ``name``; where it is not
+    installed (``src/`` put on the path of a checkout by hand), ``0+unknown``:
+    a valid version, older than every release."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return '0+unknown'
+
+
+#: The version of zodbtasks, from the metadata of the installed package.
+__version__: str = _installedVersion('zodbtasks')
+
 #: The application's database once it opened (or `startup.storeDBReference`
 #: was called), as z3c.taskqueue kept it; see `startup.getDatabase`.
 GLOBALDB = None
@@ -28,5 +44,5 @@ __all__ = [
     'CANCELLED', 'COMPLETED', 'CRONJOB', 'DELAYED', 'ERROR', 'PROCESSING',
     'QUEUED', 'STARTLATER', 'ICronJob', 'IJob', 'ITask', 'ITaskService',
     'CronJob', 'Job', 'TaskService', 'SimpleTask', 'TaskError', 'Retry',
-    'PAUSED', 'RETRYING',
+    'PAUSED', 'RETRYING', '__version__',
 ]

@@ -5,6 +5,7 @@ as context managers.
 """
 import os
 import random
+import shutil
 import signal
 import socket
 import string
@@ -20,6 +21,14 @@ def freePort(host=LOOPBACK):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def consoleScript(name):
+    """The path of the console script ``name``, or None: beside the running
+    interpreter (a virtual environment's bin/), else on PATH, where buildout's
+    bin/test puts its bin/ first."""
+    return shutil.which(name, path=os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get('PATH', '')]))
 
 
 def waitFor(check, timeout, what, interval=0.02):

@@ -49,6 +49,18 @@ class _ByOid(pickle.Pickler):
         return None
 
 
+class _FromConnection(pickle.Unpickler):
+    """Unpickles oids as the objects of a connection. (A method, not an
+    attribute of the instance: Python 3.13 refuses to set that.)"""
+
+    def __init__(self, file, conn):
+        super().__init__(file)
+        self.conn = conn
+
+    def persistent_load(self, oid):
+        return self.conn.get(oid)
+
+
 class _Found(Exception):
     pass
 
@@ -84,8 +96,7 @@ def rebound(outcome, conn):
         pass
     out = io.BytesIO()
     _ByOid(out, 3).dump((outcome.output, outcome.progress))
-    unpickler = pickle.Unpickler(io.BytesIO(out.getvalue()))
-    unpickler.persistent_load = conn.get
     copied = copy.copy(outcome)
-    copied.output, copied.progress = unpickler.load()
+    copied.output, copied.progress = _FromConnection(
+        io.BytesIO(out.getvalue()), conn).load()
     return copied

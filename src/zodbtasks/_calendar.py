@@ -14,7 +14,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 try:    # CPython's pure-Python zoneinfo, which exposes a zone's transitions
-    from zoneinfo import _zoneinfo as _py_zoneinfo
+    from zoneinfo import _zoneinfo as _py_zoneinfo  # type: ignore[attr-defined]
 except ImportError:     # pragma: no cover
     _py_zoneinfo = None
 

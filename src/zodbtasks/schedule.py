@@ -657,7 +657,9 @@ class _PlainField:
     """A field written as '*' or as one number: values, and no L, W or #."""
 
     last_day = last_workday = False
-    nearest_workday = last_weekdays = nth_weekdays = frozenset()
+    nearest_workday: frozenset = frozenset()
+    last_weekdays: frozenset = frozenset()
+    nth_weekdays: frozenset = frozenset()
 
     def __init__(self, values):
         self.values = values

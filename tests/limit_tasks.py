@@ -8,17 +8,12 @@ import os
 import time
 
 import zope.component
+from worker_tasks import _append
 from zope.interface import implementer
 
 from zodbtasks.interfaces import ITask
 
 
-def _append(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (text + '\n').encode())
-    finally:
-        os.close(fd)
 
 
 @implementer(ITask)

@@ -11,39 +11,26 @@ import signal
 import time
 
 import pytest
-import transaction
-import ZEO
 
 import zodbtasks
 from zodbtasks._testing import Workers
 from zodbtasks._testing import waitFor
-from zodbtasks._testing import ZEOServer
+from zeo_helpers import closeClient
+from zeo_helpers import openClient
+from zeo_helpers import stopWorkers
+from zeo_helpers import workerEnv
+from zeo_helpers import zeo  # noqa: F401 (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture
-def zeo(tmp_path):
-    with ZEOServer(str(tmp_path / 'Data.fs')) as server:
-        yield server
-
-
-@pytest.fixture
 def client(zeo):
-    db = ZEO.DB(zeo.address)
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
+    db, tm, conn = openClient(zeo)
     try:
         yield tm, conn
     finally:
-        tm.abort()
-        conn.close()
-        db.close()
-
-
-def workerEnv():
-    path = os.environ.get('PYTHONPATH')
-    return {'PYTHONPATH': HERE + (os.pathsep + path if path else '')}
+        closeClient(db, tm, conn)
 
 
 def workerArgs(zeo, *extra):
@@ -92,13 +79,6 @@ def completed(tm, service, count):
         return service.countJobs('completed') >= count
     finally:
         tm.abort()
-
-
-def stopWorkers(workers, timeout=60):
-    for process in workers.processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    return workers.wait(timeout)
 
 
 @pytest.mark.timeout(240)

@@ -10,44 +10,30 @@ import collections
 import os
 import random
 import re
-import signal
 import time
 
 import pytest
-import transaction
-import ZEO
 
 import zodbtasks
 from zodbtasks._testing import Workers
 from zodbtasks._testing import waitFor
-from zodbtasks._testing import ZEOServer
+from zeo_helpers import closeClient
+from zeo_helpers import openClient
+from zeo_helpers import stopWorkers
+from zeo_helpers import workerEnv
+from zeo_helpers import zeo  # noqa: F401 (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture
-def zeo(tmp_path):
-    with ZEOServer(str(tmp_path / 'Data.fs')) as server:
-        yield server
-
-
-@pytest.fixture
 def client(zeo):
     """(db, transaction manager, connection) of a client of ``zeo``."""
-    db = ZEO.DB(zeo.address)
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
+    db, tm, conn = openClient(zeo)
     try:
         yield db, tm, conn
     finally:
-        tm.abort()
-        conn.close()
-        db.close()
-
-
-def workerEnv():
-    path = os.environ.get('PYTHONPATH')
-    return {'PYTHONPATH': HERE + (os.pathsep + path if path else '')}
+        closeClient(db, tm, conn)
 
 
 def workerArgs(zeo, *extra):
@@ -81,14 +67,6 @@ def countCompleted(tm, service, wanted):
         return service.countJobs('completed') >= wanted
     finally:
         tm.abort()
-
-
-def stopWorkers(workers, timeout=60):
-    """SIGTERM every worker, then wait for them all; their exit codes."""
-    for process in workers.processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    return workers.wait(timeout)
 
 
 def ranOnPid(job):

@@ -1867,8 +1867,9 @@ class TaskService(persistent.Persistent):
         if self._expiry:
             self.purgeExpired(now, limit=PURGE_PER_CLAIM)
         limit = _timeKey(now) | _LOW_MASK
+        served = self._servedQueues(queues)
         while True:
-            scheduled = _earliestDue(self._servedQueues(queues), limit)
+            scheduled = _earliestDue(served, limit)
             if scheduled is None:
                 break
             key = scheduled.minKey()

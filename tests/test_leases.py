@@ -152,7 +152,7 @@ def test_a_task_can_cancel_and_a_worker_learns_it(service):
 def test_spread_claims_take_lane_heads_and_still_take_every_job(service,
                                                                tasks):
     import random
-    from zodbtasks.service import _LANE_SHIFT
+    from zodbtasks.queues import LANE_SHIFT as _LANE_SHIFT
     random.seed(5)
     ids = [service.add('echo', n, now=0) for n in range(200)]
     lane = {i: service.jobs[i]._indexKey >> _LANE_SHIFT for i in ids}
@@ -183,8 +183,8 @@ def test_claim_jobs_takes_a_batch_oldest_first(service, tasks):
 
 def test_a_spread_batch_comes_from_one_lane_while_it_lasts(service, tasks):
     import random
-    from zodbtasks.service import _LANE_SHIFT
-    from zodbtasks.service import _laneFirst
+    from zodbtasks.queues import LANE_SHIFT as _LANE_SHIFT
+    from zodbtasks.queues import lane_first as _laneFirst
     random.seed(11)
     ids = [service.add('echo', n, now=0) for n in range(300)]
     lane = {i: service.jobs[i]._indexKey >> _LANE_SHIFT for i in ids}
@@ -207,7 +207,7 @@ def test_a_spread_batch_comes_from_one_lane_while_it_lasts(service, tasks):
 
 
 def test_the_leases_of_a_batch_share_one_tree(service, tasks):
-    from zodbtasks.service import _LEASE_SHARD_MASK
+    from zodbtasks.lease_index import SHARD_MASK as _LEASE_SHARD_MASK
     for n in range(50):
         service.add('echo', n, now=0)
     for _ in range(5):
@@ -220,7 +220,7 @@ def test_the_leases_of_a_batch_share_one_tree(service, tasks):
 
 
 def test_a_worker_keeps_to_the_lease_tree_its_name_chooses(service, tasks):
-    from zodbtasks.service import _LEASE_SHARD_MASK
+    from zodbtasks.lease_index import SHARD_MASK as _LEASE_SHARD_MASK
     for n in range(40):
         service.add('echo', n, now=0)
     trees = {}
@@ -235,7 +235,7 @@ def test_a_worker_keeps_to_the_lease_tree_its_name_chooses(service, tasks):
 
 def test_recording_with_release_drops_the_lease_from_the_index(service,
                                                                tasks):
-    from zodbtasks.service import _LEASE_SHARD_MASK
+    from zodbtasks.lease_index import SHARD_MASK as _LEASE_SHARD_MASK
     kept, released = (service.add('echo', n, now=0) for n in 'ab')
     for jobid, release in ((kept, False), (released, True)):
         [got] = service.claimJobs(now=1, count=1, worker='w')
@@ -252,7 +252,7 @@ def test_a_heartbeat_writes_the_lease_alone_and_expiry_still_works(
     """A heartbeat leaves the lease index as it is, so that renewals never
     conflict over its trees; the claim that passes the old end moves the
     entry on, in the same tree."""
-    from zodbtasks.service import _LEASE_SHARD_MASK
+    from zodbtasks.lease_index import SHARD_MASK as _LEASE_SHARD_MASK
     jobid = service.add('echo', 'x', now=0)
     [got] = service.claimJobs(now=0, count=1, worker='w')
     lease = service.jobs[jobid].lease
@@ -324,9 +324,9 @@ def test_a_service_of_layout_1_is_upgraded_by_the_next_claim(service, tasks):
     placeholder: the next claim brings them up to date, and nothing held
     or queued is lost."""
     from BTrees.LLBTree import LLBTree
-    from zodbtasks.service import _LANE_SHIFT
-    from zodbtasks.service import _PLACEHOLDER
-    from zodbtasks.service import _laneFirst
+    from zodbtasks.queues import LANE_SHIFT as _LANE_SHIFT
+    from zodbtasks.queues import PLACEHOLDER as _PLACEHOLDER
+    from zodbtasks.queues import lane_first as _laneFirst
     from zodbtasks.service import LAYOUT
     held = service.add('echo', 'held', now=0)
     first, second = (service.add('echo', n, now=1) for n in 'ab')

@@ -140,7 +140,7 @@ def test_a_lost_at_most_once_cron_run_fails_but_the_schedule_goes_on(
 
 
 def test_claims_remove_expired_jobs_a_batch_at_a_time(service):
-    from zodbtasks import service as module
+    from zodbtasks import claims as module
     service.resultTTL = 10
     for n in range(module.PURGE_PER_CLAIM + 20):
         service.add('echo', now=0)

@@ -384,7 +384,7 @@ def test_z3c_taskqueue_database(tmp_path, ran):
         assert after['overdue'].missedRuns == 0
         assert after['stopped'].scheduledFor is None
         for name in ('done', 'failed', 'cancelled', 'stopped'):
-                assert after[name].id in service._finishedIds(
+                assert after[name].id in service._catalog.finished_ids(
                     after[name].status)
 
         # The jobs workers had taken run first, then the queue in its old

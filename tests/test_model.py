@@ -186,13 +186,13 @@ class ServiceMachine(RuleBasedStateMachine):
     def no_job_is_lost_and_each_is_in_one_place(self):
         service = self.service
         places = {}
-        for _, jobid in service._queued():
+        for _, jobid in service._indexes.queued():
             places.setdefault(jobid, []).append('queue')
         for name in ('_scheduled', '_unplaced'):
             for jobid in getattr(service, name).values():
                 places.setdefault(jobid, []).append(name)
         for status in interfaces.FINISHED:
-            for jobid in service._finishedIds(status):
+            for jobid in service._catalog.finished_ids(status):
                 places.setdefault(jobid, []).append(status)
         assert set(service.jobs) == set(self.models)
         for jobid, model in self.models.items():

@@ -42,8 +42,8 @@ from zodbtasks.job import MAX_RETRIES
 from zodbtasks.job import MAX_TIME
 from zodbtasks.job import MIN_INTERVAL
 from zodbtasks.job import Job
-from zodbtasks.service import _LOW_MASK
-from zodbtasks.service import _timeKey
+from zodbtasks.keys import LOW_MASK as _LOW_MASK
+from zodbtasks.keys import time_key as _timeKey
 
 T0 = 1000
 
@@ -363,12 +363,12 @@ def test_the_order_counter_never_moves_for_a_refused_time(service):
     last = service._v_lastOrderKey
     for now in (1e300, MAX_TIME * 2 ** 20):
         with pytest.raises(ValueError, match='now'):
-            service._orderKey(now)
+            service._indexes.order_key(now)
         assert service._v_lastOrderKey == last
     # A good time moves it on, and only forward.
-    key = service._orderKey(T0)
+    key = service._indexes.order_key(T0)
     assert key == service._v_lastOrderKey > last
-    assert service._orderKey(0) == key + 1 == service._v_lastOrderKey
+    assert service._indexes.order_key(0) == key + 1 == service._v_lastOrderKey
 
 
 def test_claims_refuse_a_lease_that_does_not_fit(service):

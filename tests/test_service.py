@@ -353,7 +353,7 @@ def test_claiming_the_head_of_a_short_lane_and_adding_to_it_do_not_conflict(
     """A worker taking the only job of a lane while the application adds
     another to the same lane: both commit (BTrees would refuse to merge the
     two if the claim removed the first key of the lane's bucket)."""
-    from zodbtasks.service import _LANE_SHIFT
+    from zodbtasks.queues import LANE_SHIFT as _LANE_SHIFT
     random.seed(1)                    # lanes are random; repeatable runs
     db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
     with db.transaction() as conn:
@@ -425,7 +425,7 @@ def test_an_index_entry_that_its_job_disowns_is_dropped_not_run(service):
     """Should a queue or schedule entry ever point at a job that waits
     elsewhere (or is gone), a claim drops it and goes on; it never claims
     the job a second time."""
-    from zodbtasks.service import _QUEUE, _SCHEDULED
+    from zodbtasks.keys import QUEUE as _QUEUE, SCHEDULED as _SCHEDULED
     first = service.add('echo', 'first', now=0)
     second = service.add('echo', 'second', now=0)
     job = service.jobs[first]

@@ -36,9 +36,16 @@ def _installedVersion(name: str) -> str:
 #: The version of zodbtasks, from the metadata of the installed package.
 __version__: str = _installedVersion('zodbtasks')
 
-#: The application's database once it opened (or `startup.storeDBReference`
-#: was called), as z3c.taskqueue kept it; see `startup.getDatabase`.
-GLOBALDB = None
+
+def __getattr__(name: str) -> object:
+    # ``GLOBALDB``: the application's database once it opened (or
+    # `startup.storeDBReference` was called), as z3c.taskqueue kept it; see
+    # `startup.getDatabase`. Found on use: the startup module is imported
+    # only by those who use it.
+    if name == 'GLOBALDB':
+        from zodbtasks import startup
+        return startup.getDatabase()
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 __all__ = [
     'CANCELLED', 'COMPLETED', 'CRONJOB', 'DELAYED', 'ERROR', 'PROCESSING',

@@ -38,18 +38,22 @@ import datetime
 import logging
 
 import persistent
+from BTrees.OOBTree import OOBTree
 from ZODB.broken import Broken
 
 from zodbtasks import interfaces
 from zodbtasks.job import _NO_SCHEDULE
 from zodbtasks.job import CronJob
 from zodbtasks.job import Job
-from zodbtasks.service import _NOW
-from zodbtasks.service import _UNPLACED
-from zodbtasks.service import LAYOUT
-from zodbtasks.service import MAX_JOB_ID
-from zodbtasks.service import TaskService
-from zodbtasks.service import _randomKey
+from zodbtasks import indexes
+from zodbtasks import lease_index
+from zodbtasks import lifecycle
+from zodbtasks import queues
+from zodbtasks.catalog import Catalog
+from zodbtasks.indexes import LAYOUT
+from zodbtasks.indexes import MAX_JOB_ID
+from zodbtasks.keys import NOW
+from zodbtasks.keys import QUEUE
 from zodbtasks.task import TaskError
 
 log = logging.getLogger('zodbtasks.migration')
@@ -114,7 +118,8 @@ def upgrade(service, now):
     old = {name: state[name] for name in OLD_ATTRIBUTES if name in state}
     for name in old:
         delattr(service, name)
-    TaskService.__init__(service)
+    indexes.create(service)
+    queue = _Rebuild(service, now)
 
     oldJobs = old.get('jobs')
     queued = _queueItems(old.get('_queue'))
@@ -133,21 +138,21 @@ def upgrade(service, now):
     migrated, recovered = set(), []
     for jobid, job in (oldJobs.items() if oldJobs is not None else ()):
         _convertJob(job)
-        _placeId(service, jobid, job)
+        _placeId(queue, jobid, job)
         migrated.add(_ident(job))
-        what = _place(service, job, now, _ident(job), inQueue, unplaced, due,
+        what = _place(queue, job, now, _ident(job), inQueue, unplaced, due,
                       recovered)
         summary[what] = summary.get(what, 0) + 1
 
     recovered.sort(key=lambda job: (job.started or job.created or 0, job.id))
     for job in recovered:
-        service._enqueue(job, now)
+        queue.enqueue(job, now)
     for job in queued:
         # Jobs removed from ``jobs`` are dropped; enqueueing indexes a job,
         # so one that was in the old queue twice is queued once.
         if _ident(job) in migrated and job.status == interfaces.QUEUED \
                 and getattr(job, '_index', None) is None:
-            service._enqueue(job, now)
+            queue.enqueue(job, now)
     log.info('upgraded the task service %r from the z3c.taskqueue layout: %s',
              service.__name__,
              ', '.join('%d %s' % (n, what)
@@ -236,30 +241,42 @@ def _convertJob(job):
         job._v_schedule = None
 
 
-def _placeId(service, jobid, job):
+class _Rebuild(indexes.Indexes):
+    """The indexes of a service being rebuilt at ``now``."""
+
+    def __init__(self, service, now):
+        super().__init__(service, Catalog(service, lambda: now))
+        self.resultTTL = service.resultTTL
+
+    def finish(self, job, status, now, ttl=None):
+        super().finish(job, status, now,
+                       lifecycle.time_to_live(job, self.resultTTL))
+
+
+def _placeId(queue, jobid, job):
     """Store the job in the new mapping under its old id, if it fits."""
     job.id = jobid
     if not 0 <= jobid <= MAX_JOB_ID:
-        job.id = service._newId()
+        job.id = indexes.new_job_id()
         log.warning('job %r got the new id %r: the new service keeps ids '
                     'between 0 and %d', jobid, job.id, MAX_JOB_ID)
-    service._store(job, None, {})
+    queue.store(job)
 
 
-def _place(service, job, now, ident, inQueue, unplaced, due, recovered):
+def _place(queue, job, now, ident, inQueue, unplaced, due, recovered):
     """Put a job where the new service looks for it; say what was done."""
     status = job.status
     if status in interfaces.FINISHED:
         if isinstance(job, CronJob):
             job.scheduledFor = None
-        service._finish(job, status, now)
+        queue.finish(job, status, now)
         return FINISHED
     if status == interfaces.STARTLATER:
         return WAITING
     if isinstance(job, CronJob) and status in (
             interfaces.CRONJOB, interfaces.DELAYED, interfaces.PROCESSING,
             interfaces.QUEUED):
-        return _placeCronJob(service, job, now, ident, unplaced, due)
+        return _placeCronJob(queue, job, now, ident, unplaced, due)
     if status in (interfaces.QUEUED, interfaces.PROCESSING,
                   interfaces.CRONJOB, interfaces.DELAYED):
         if status == interfaces.QUEUED and ident in inQueue:
@@ -270,11 +287,11 @@ def _place(service, job, now, ident, inQueue, unplaced, due, recovered):
         return RECOVERED
     job.error = 'the job had the unknown status %r in the old database' % (
         status,)
-    service._finish(job, interfaces.ERROR, now)
+    queue.finish(job, interfaces.ERROR, now)
     return FAILED
 
 
-def _placeCronJob(service, job, now, ident, unplaced, due):
+def _placeCronJob(queue, job, now, ident, unplaced, due):
     status = job.status
     job.status = (interfaces.CRONJOB if job.delay is None
                   else interfaces.DELAYED)
@@ -283,21 +300,21 @@ def _placeCronJob(service, job, now, ident, unplaced, due):
             job.schedule        # compile it: the old package checked nothing
     except (ValueError, TypeError) as error:
         job.error = 'its schedule cannot be used: %s' % (error,)
-        service._finish(job, interfaces.ERROR, now)
+        queue.finish(job, interfaces.ERROR, now)
         return FAILED
     if ident in unplaced:
         # Not placed by the old service yet: the next tick places it.
-        service._index(_UNPLACED, job, _randomKey())
+        queue.unplace(job)
         return UNPLACED
     when = due.get(ident)
     if status == interfaces.PROCESSING or (
             when is None and status == interfaces.DELAYED):
         # Its run was lost with its worker (the old service took a delayed
         # job out of its schedule when it claimed it): due again at once.
-        service._schedule(job, now, _NOW)
+        queue.schedule(job, now, NOW)
         return RECOVERED
     if when is None:
-        service._index(_UNPLACED, job, _randomKey())
+        queue.unplace(job)
         return UNPLACED
     if job.delay is None and when > now:
         # A repeating job follows its schedule as this version computes it.
@@ -306,7 +323,41 @@ def _placeCronJob(service, job, now, ident, unplaced, due):
         # run it (its misfire policy applies).
         when = job.timeOfNextCall(now)
         if when is None:
-            service._finish(job, interfaces.COMPLETED, now)
+            queue.finish(job, interfaces.COMPLETED, now)
             return FINISHED
-    service._schedule(job, when)
+    queue.schedule(job, when)
     return SCHEDULED
+
+
+# -- layouts 1 to 3 (earlier versions of zodbtasks) ----------------------------
+
+def upgrade_layout(service):
+    """Bring the trees of a service of layout 1, 2 or 3 to this layout.
+
+    Every step leaves what is done as it is, so that a service part-way
+    through (some development versions of layout 1 had parts of layout 2)
+    is upgraded all the same. The jobs are counted and listed afterwards in
+    batches (`TaskService.buildCounts`, the ``zodbtasks upgrade`` command).
+    """
+    # Layout 1: one lease tree, and lanes without their placeholders.
+    lease_index.LeaseIndex(service).split()
+    queue = indexes.Indexes(service, Catalog(service, service.clock))
+    for n, lane in enumerate(service._queue):
+        first = n << queues.LANE_SHIFT
+        jobid = lane.get(first)
+        if jobid is not None and jobid != queues.PLACEHOLDER:
+            del lane[first]
+            queue.index(QUEUE, service.jobs[jobid], first + 1)
+        lane[first] = queues.PLACEHOLDER
+    # Layout 2: lease trees get their placeholder, and counting begins.
+    # Layout 3: listing begins; the queue and the schedule become the
+    # default queue, and limits come.
+    lease_index.LeaseIndex(service).ensure_placeholders()
+    queue.catalog.start()
+    if service._queues is None:
+        service._queues = OOBTree()
+        service._queues[queues.DEFAULT] = queues.Queue(
+            queues.DEFAULT, service._queue, service._scheduled)
+    if service._limits is None:
+        service._limits = OOBTree()
+    service._layout = LAYOUT

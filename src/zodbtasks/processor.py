@@ -87,7 +87,7 @@ from zodbtasks.paths import splitPath
 from zodbtasks.paths import traverse  # noqa: F401 (the old home)
 from zodbtasks.recorder import DEFAULT_LIMIT
 from zodbtasks.recorder import Unrecorded
-from zodbtasks.service import Outcome
+from zodbtasks.runner import Outcome
 from zodbtasks.threads import isProcessing  # noqa: F401
 from zodbtasks.threads import running  # noqa: F401
 from zodbtasks.threads import startProcessing  # noqa: F401

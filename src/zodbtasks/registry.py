@@ -14,6 +14,8 @@ import persistent
 from zope.interface import implementer
 
 from zodbtasks import interfaces
+from zodbtasks.job import checkDuration
+from zodbtasks.queues import check_names
 
 #: A worker is dead once it has not renewed its record for this many of
 #: its intervals.
@@ -81,3 +83,73 @@ class WorkerRecord(persistent.Persistent):
             'jobs': list(self.jobs), 'tasks': list(self.tasks),
             'queues': None if self.queues is None else list(self.queues),
             'counters': dict(self.counters)}
+
+
+def check_registration(name, host, pid, every, tasks, queues):
+    """Refuse a bad registration; return its tasks and queues as tuples."""
+    if not isinstance(name, str) or not isinstance(host, str):
+        raise TypeError('a worker name and host are strings, not %r and '
+                        '%r' % (name, host))
+    if not name.strip():
+        raise ValueError('a worker needs a name, not %r' % (name,))
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
+        raise TypeError('pid must be a process id (an int from 0), not '
+                        '%r' % (pid,))
+    checkDuration(every, 'every', positive=True)
+    tasks = tuple(tasks)
+    if not all(isinstance(task, str) for task in tasks):
+        raise TypeError('tasks are task names (strings), not %r'
+                        % (tasks,))
+    return tasks, check_names(queues)
+
+
+def register(records, name, now, host, pid, every, tasks=(), queues=None):
+    """The record of worker ``name`` in ``records`` (an OOBTree), made or,
+    for a name that came back (a worker restarted with it), reset in place
+    so that the tree is not written."""
+    record = records.get(name)
+    if record is None:
+        record = records[name] = WorkerRecord(
+            name, host, pid, now, every, tasks, queues)
+    else:
+        record.__init__(name, host, pid, now, every, tasks, queues)
+        record.stopped = None
+    return record
+
+
+def long_dead(records, now, after, limit):
+    """The names of up to ``limit`` workers dead or stopped for more than
+    ``after`` seconds."""
+    gone = []
+    for name, record in records.items():
+        if len(gone) >= limit:
+            break
+        since = record.deadSince(now)
+        if since is not None and now - since > after:
+            gone.append(name)
+    return gone
+
+
+def unserved_tasks(live, counts):
+    """{task: number of queued jobs} of the tasks that none of the ``live``
+    workers knows; ``counts`` is `TaskService.jobCounts`."""
+    known = set()
+    for record in live:
+        known.update(record.tasks)
+    unserved = {}
+    for (status, task), n in counts.items():
+        if status == interfaces.QUEUED and n > 0 and task not in known:
+            unserved[task] = unserved.get(task, 0) + n
+    return unserved
+
+
+def unserved_queues(live, counts):
+    """{queue: number of queued jobs} of the queues that none of the
+    ``live`` workers claims from; ``counts`` is `TaskService.queueCounts`."""
+    served = set()
+    for record in live:
+        if record.queues is None:
+            return {}
+        served.update(record.queues)
+    return {queue: n for (queue, status), n in counts.items()
+            if status == interfaces.QUEUED and n > 0 and queue not in served}

@@ -56,7 +56,6 @@ import transaction
 import zope.component
 from zope.component.interfaces import ISite
 
-import zodbtasks
 from zodbtasks import processor
 from zodbtasks.interfaces import ITaskService
 
@@ -182,7 +181,6 @@ def storeDBReference(db):
         raise TypeError('storeDBReference takes a ZODB database (with an '
                         'open() method) or None, not %r' % (db,))
     _state['database'] = db
-    zodbtasks.GLOBALDB = db
 
 
 def _toStart(event):

@@ -98,7 +98,7 @@ def startProcessing(service, path=None):
         raise ValueError('the service is not stored in a database: add it '
                          'and commit before starting to process its jobs')
     keys = splitPath(path) if path is not None else findServicePath(service)
-    factory = service.processorFactory or _defaultFactory()
+    factory = service.processorFactory
     arguments = dict(service.processorArguments or {})
     key = (db, service._p_oid)
     name = serviceName(keys)
@@ -177,8 +177,3 @@ def running():
         return [((key[0], entry.keys), entry.processor)
                 for key, entry in _registry.items()
                 if entry.thread.is_alive()]
-
-
-def _defaultFactory():
-    from zodbtasks.processor import SimpleProcessor
-    return SimpleProcessor

@@ -2,44 +2,36 @@
 conflicts each worker retried, by step, written to
 ``$ZODBTASKS_BENCH_CONFLICTS.<pid>`` as they happen.
 
-The worker (`zodbtasks.processor.SimpleProcessor`) backs off after each
-conflict it retries; the count is taken there, from the step that called:
-``claim`` (a claim, with the outcomes recorded since the last one), ``run``
-(a job's own transaction), or the step ``_transact`` was given (or the
-name of its function: ``record`` for an outcome recorded on its own).
+The worker counts each conflict it retries (`zodbtasks.transactor.
+Transactor.count`), by step: ``claim`` (a claim, with the outcomes recorded
+since the last one), ``run`` (a job's own transaction), or ``record`` (an
+outcome recorded on its own); the count is copied from there.
 """
 import collections
 import json
 import os
-import sys
 
 import zope.component
 
-from zodbtasks import processor
+from zodbtasks import transactor
 from zodbtasks.interfaces import ITask
 
-STEPS = {'_stepOnce': 'claim', '_runAttempts': 'run'}
 COUNTS = collections.Counter()
-_backoff = processor.SimpleProcessor._backoff
+_count = transactor.Transactor.count
 
 
 def noop(service, jobid, input):
     return None
 
 
-def _counting(self, attempt):
-    caller = sys._getframe(1)
-    step = caller.f_code.co_name
-    if step == '_transact':
-        step = caller.f_locals.get('step') or getattr(
-            caller.f_locals.get('func'), '__name__', '?')
-    COUNTS[STEPS.get(step, step)] += 1
+def _counting(self, step):
+    COUNTS[step or 'record'] += 1
     path = os.environ.get('ZODBTASKS_BENCH_CONFLICTS')
     if path:
         with open('%s.%d' % (path, os.getpid()), 'w') as f:
             json.dump(COUNTS, f)
-    return _backoff(self, attempt)
+    return _count(self, step)
 
 
 zope.component.provideUtility(noop, ITask, name='noop')
-processor.SimpleProcessor._backoff = _counting
+transactor.Transactor.count = _counting

@@ -306,6 +306,12 @@ class IScheduledTaskService(ITaskService):
     def outcomeFootprint(jobid):
         """The oids that recording the job's outcome writes."""
 
+    def watchedOids():
+        """The oids of which every commit that changes the status of a job
+        (an add included) writes one, or None if there are none yet. An
+        idle worker of another process wakes when the storage tells it
+        that one changed (see `zodbtasks.doorbell`)."""
+
     def isIdle(now=None):
         """Whether nothing is due at ``now`` and no worker holds a job."""
 

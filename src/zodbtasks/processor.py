@@ -68,6 +68,7 @@ import logging
 import queue
 import threading
 
+from zodbtasks import doorbell
 from zodbtasks.heartbeats import Heartbeats
 from zodbtasks.middleware import check_middlewares
 from zodbtasks.outcomes import OutcomeWriter
@@ -208,6 +209,9 @@ class SimpleProcessor:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
+        # Set when a job may have become due (`zodbtasks.doorbell`), when a
+        # thread has an outcome to record, and on stop.
+        self._bell = threading.Event()
         self._stopRequested = False
         self._tokens = {}          # jobid -> Claim, claimed not run
         interval = (None if heartbeatInterval == 'auto'
@@ -304,6 +308,7 @@ class SimpleProcessor:
         self._stopRequested = True
         self.running = False
         self._wake.set()
+        self._bell.set()
         self._notify()
 
     def __call__(self):
@@ -311,6 +316,7 @@ class SimpleProcessor:
         if self._stopRequested:
             return
         self.running = True
+        self._listen()
         if self.register:
             self._presence.register()
         self._beats.start('%s heartbeats' % self)
@@ -324,6 +330,7 @@ class SimpleProcessor:
             self._stopRequested = True
             self._wake.set()
             self._notify()
+            doorbell.bell(self._tx.db).unsubscribe(self._bell)
             settler.join()
             try:
                 self._settler.settleAll()
@@ -334,9 +341,21 @@ class SimpleProcessor:
 
     # -- the loop -------------------------------------------------------------
 
+    def _listen(self):
+        """Be woken when a job may have become due, rather than wait for
+        ``waitTime`` (see `zodbtasks.doorbell`)."""
+        db = self._tx.db
+        try:
+            oids = self._tx.read(lambda service, now: service.watchedOids())
+        except Exception:
+            oids = None     # the storage is out of reach: wake on any change
+        doorbell.bell(db).subscribe(self._bell, oids)
+        doorbell.listen(db)
+
     def _loop(self):
         failures = 0
         while self._going():
+            self._bell.clear()
             claimed = self._step(self._batch, start=1)
             if claimed is None:
                 failures += 1
@@ -351,7 +370,7 @@ class SimpleProcessor:
                     and self.isIdle():
                 break
             else:
-                self._wake.wait(self.waitTime)
+                self._bell.wait(self.waitTime)
 
     def _runBatch(self, claimed):
         """Run the claims of a batch in order; give back the rest when the
@@ -489,6 +508,7 @@ class MultiProcessor(SimpleProcessor):
                 idle = max(0, self.maxThreads - self._busy)
             if not self._going():
                 break
+            self._bell.clear()
             claimed = self._step(free, start=idle)
             if claimed is None:
                 failures += 1
@@ -508,10 +528,10 @@ class MultiProcessor(SimpleProcessor):
             if self.untilIdle and busy == 0 and not len(self._unrecorded) \
                     and self.isIdle():
                 break
-            with self._changed:
-                # A thread with an outcome to record wakes the loop.
-                if not len(self._unrecorded) and self._going():
-                    self._changed.wait(self.waitTime)
+            # A thread with an outcome to record wakes the loop, and so
+            # does the doorbell.
+            if not len(self._unrecorded) and self._going():
+                self._bell.wait(self.waitTime)
 
     def _drain(self, work):
         """The claims still waiting for a thread."""
@@ -543,3 +563,4 @@ class MultiProcessor(SimpleProcessor):
                 with self._changed:
                     self._busy -= 1
                     self._changed.notify_all()
+                self._bell.set()

@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from zodbtasks import admission
 from zodbtasks import counts as counting
+from zodbtasks import doorbell
 from zodbtasks import events
 from zodbtasks import indexes
 from zodbtasks import interfaces
@@ -222,7 +223,24 @@ class TaskService(persistent.Persistent):
             ix.unplace(job)
         else:
             ix.enqueue(job, now)
+        self._ringAfterCommit()
         self._parts.transitions.notify(events.JobQueued, job, now)
+
+    def _ringAfterCommit(self):
+        """Wake this process's idle workers once the transaction commits:
+        a job may be due (see `zodbtasks.doorbell`)."""
+        jar = self._p_jar
+        if jar is not None:
+            tm = jar.transaction_manager
+            doorbell.ring_after_commit(
+                tm.get() if tm is not None else transaction.get(), jar.db())
+
+    def watchedOids(self):
+        # The counts shards: every change of a job's status writes one.
+        if self._counts is None:
+            return None
+        oids = {shard._p_oid for shard in self._counts}
+        return None if None in oids else oids
 
     def _resolveNew(self, task):
         """Find what a new job will run: a name, a dotted name or a method."""
@@ -302,6 +320,7 @@ class TaskService(persistent.Persistent):
             limits.rate_interval(rate)
         self._current(now)
         self._indexes.configure_limit(name, concurrency, rate, now)
+        self._ringAfterCommit()
 
     def getLimits(self):
         return dict(self._limits.items()) if self._limits is not None else {}
@@ -326,6 +345,7 @@ class TaskService(persistent.Persistent):
             return False
         self._current(now)
         self._parts.control.start_job(self._job(jobid), now)
+        self._ringAfterCommit()
         return True
 
     def reschedule(self, jobid):
@@ -355,6 +375,7 @@ class TaskService(persistent.Persistent):
             self.paused = False
         else:
             self._parts.control.resume(self._job(jobid), now)
+        self._ringAfterCommit()
 
     def isPaused(self, jobid=None):
         return self.paused if jobid is None else self._job(jobid).paused
@@ -363,11 +384,13 @@ class TaskService(persistent.Persistent):
         now = self._now(now)
         self._current(now)
         self._parts.control.run_now(self._job(jobid), now)
+        self._ringAfterCommit()
 
     def retry(self, jobid, now=None):
         now = self._now(now)
         self._current(now)
         self._parts.control.retry(self._job(jobid), now)
+        self._ringAfterCommit()
 
     def clean(self, status=interfaces.FINISHED):
         if isinstance(status, str):

@@ -830,20 +830,13 @@ def _demoLine(event, started):
 def demo(args):
     """Make a small database of jobs and run a worker on it, showing what
     happens. Run it again: the jobs are still there and go on."""
-    import threading
-
-    import zope.event
-
     from zodbtasks import _demo
-    from zodbtasks.processor import MultiProcessor
-    from zodbtasks.service import TaskService
 
     _demo.register()
     # The demo shows each job as it goes; the worker's own log would repeat it.
     logging.getLogger('zodbtasks').setLevel(logging.WARNING)
     db = connect.open_or_explain(args.db, create=True)
     out = sys.stdout
-    lock = threading.Lock()
     started = time.time()
     status = None
     if out.isatty():
@@ -851,61 +844,91 @@ def demo(args):
         status = StatusLine(out, lambda: '  running: %.0f of %d s' % (
             time.time() - started, args.seconds))
     try:
-        with db.transaction() as conn:
-            root = conn.root()
-            fresh = 'tasks' not in root
-            if fresh:
-                root['tasks'] = TaskService()
-            service = root['tasks']
-            print('%s %s, service at /tasks with %d job(s)' % (
-                'created' if fresh else 'opened', args.db,
-                len(service.jobs)), file=out)
-            _demo.addJobs(service, fresh, now=started)
-
-        def show(event):
-            line = _demoLine(event, started)
-            with lock:
-                try:
-                    if status is not None:
-                        status.print(line)
-                    else:
-                        out.write(line + '\n')
-                        out.flush()
-                except OSError:
-                    pass    # the reader went away (a closed pipe): go on
-
-        zope.event.subscribers.append(show)
-        processor = MultiProcessor(db, ['tasks'], waitTime=0.2, maxThreads=2)
-        thread = threading.Thread(target=processor, name='demo-worker',
-                                  daemon=True)
-        thread.start()
-        deadline = started + args.seconds
-        if status is not None:
-            status.start()
-        try:
-            while time.time() < deadline and thread.is_alive():
-                time.sleep(0.25)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            processor.stop()
-            thread.join(30)
-            zope.event.subscribers.remove(show)
-            if status is not None:
-                status.stop()
-        with db.transaction() as conn:
-            counts = {}
-            for job in conn.root()['tasks'].jobs.values():
-                counts[job.status] = counts.get(job.status, 0) + 1
-        print('\njobs by status after %.0f s:' % (time.time() - started),
-              file=out)
-        table(sorted(counts.items()), ['status', 'jobs'], out,
-              right=('jobs',))
-        print('\nThe jobs live in %s: run the demo again and they go on.'
-              % args.db, file=out)
+        _demoJobs(db, args.db, out, started)
+        _demoWorker(db, started + args.seconds,
+                    _demoPrinter(out, status, started), status)
+        _demoSummary(db, args.db, out, started)
     finally:
         db.close()
     return 0
+
+
+def _demoJobs(db, name, out, started):
+    """Open (or create) the demo's service at /tasks and add its jobs."""
+    from zodbtasks import _demo
+    from zodbtasks.service import TaskService
+    with db.transaction() as conn:
+        root = conn.root()
+        fresh = 'tasks' not in root
+        if fresh:
+            root['tasks'] = TaskService()
+        service = root['tasks']
+        print('%s %s, service at /tasks with %d job(s)' % (
+            'created' if fresh else 'opened', name,
+            len(service.jobs)), file=out)
+        _demo.addJobs(service, fresh, now=started)
+
+
+def _demoPrinter(out, status, started):
+    """The subscriber that prints a line about each job event, on the
+    status line if there is one."""
+    import threading
+    lock = threading.Lock()
+
+    def show(event):
+        line = _demoLine(event, started)
+        with lock:
+            try:
+                if status is not None:
+                    status.print(line)
+                else:
+                    out.write(line + '\n')
+                    out.flush()
+            except OSError:
+                pass    # the reader went away (a closed pipe): go on
+    return show
+
+
+def _demoWorker(db, deadline, show, status):
+    """Run a worker on the demo's service until ``deadline`` (or Ctrl-C),
+    with ``show`` subscribed to the events."""
+    import threading
+
+    import zope.event
+
+    from zodbtasks.processor import MultiProcessor
+    zope.event.subscribers.append(show)
+    processor = MultiProcessor(db, ['tasks'], waitTime=0.2, maxThreads=2)
+    thread = threading.Thread(target=processor, name='demo-worker',
+                              daemon=True)
+    thread.start()
+    if status is not None:
+        status.start()
+    try:
+        while time.time() < deadline and thread.is_alive():
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        processor.stop()
+        thread.join(30)
+        zope.event.subscribers.remove(show)
+        if status is not None:
+            status.stop()
+
+
+def _demoSummary(db, name, out, started):
+    """Print the demo's jobs by status."""
+    with db.transaction() as conn:
+        counts = {}
+        for job in conn.root()['tasks'].jobs.values():
+            counts[job.status] = counts.get(job.status, 0) + 1
+    print('\njobs by status after %.0f s:' % (time.time() - started),
+          file=out)
+    table(sorted(counts.items()), ['status', 'jobs'], out,
+          right=('jobs',))
+    print('\nThe jobs live in %s: run the demo again and they go on.'
+          % name, file=out)
 
 
 # -- the parser ---------------------------------------------------------------

@@ -165,40 +165,8 @@ def _worker(args):
 
 
 def _work(db, keys, args):
-    from zodbtasks.processor import MultiProcessor
-    from zodbtasks.processor import SimpleProcessor
-    options = dict(waitTime=args.poll, lease=args.lease,
-                   untilIdle=args.until_idle,
-                   heartbeatInterval=(0 if args.no_heartbeat else
-                                      args.heartbeat or 'auto'),
-                   spread=args.spread, groupOutcomes=not args.no_group,
-                   linger=args.linger, maxUnrecorded=args.max_unrecorded,
-                   logJobs=True, register=True,
-                   queues=args.queue or ['default'])
-    if args.threads > 1:
-        processor = MultiProcessor(db, keys, maxThreads=args.threads,
-                                   **options)
-    else:
-        processor = SimpleProcessor(db, keys, **options)
-    signals = []
-
-    def graceful(signum):
-        log.info('stopping after the job(s) in hand (signal %s again to '
-                 'interrupt them)', signal.Signals(signum).name)
-        processor.stop()
-
-    def stop(signum, frame):
-        signals.append(signum)
-        if len(signals) == 1:
-            # Not here: the handler runs in the loop's thread, which may
-            # hold a lock that stopping (or logging) needs.
-            threading.Thread(target=graceful, args=(signum,),
-                             daemon=True).start()
-        else:
-            raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, stop)
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+    processor = _makeProcessor(db, keys, args)
+    previous = _stopOnSignals(processor)
     started = time.monotonic()
     log.info('worker for /%s on %s: %d thread(s), polling every %ss%s',
              '/'.join(keys), args.db, args.threads, args.poll,
@@ -220,19 +188,65 @@ def _work(db, keys, args):
         _unsubscribe(subscriber)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        stats = processor.stats
-        total = sum(stats.values())
-        conflicts = processor.conflicts
-        log.info('worker stopped after %.1fs: %d job(s)%s%s%s',
-                 time.monotonic() - started, total, (' (%s)' % ', '.join(
-                     '%s: %d' % item for item in sorted(stats.items())))
-                 if total else '', '; conflicts: %s' % ', '.join(
-                     '%s %d' % item for item in sorted(conflicts.items()))
-                 if conflicts else '', '; storage outages: %d'
-                 % processor.outages if processor.outages else '')
+        _logStopped(processor, started)
     if code:
         raise _Interrupted(code)
     return code
+
+
+def _makeProcessor(db, keys, args):
+    """The processor the worker's options ask for."""
+    from zodbtasks.processor import MultiProcessor
+    from zodbtasks.processor import SimpleProcessor
+    options = dict(waitTime=args.poll, lease=args.lease,
+                   untilIdle=args.until_idle,
+                   heartbeatInterval=(0 if args.no_heartbeat else
+                                      args.heartbeat or 'auto'),
+                   spread=args.spread, groupOutcomes=not args.no_group,
+                   linger=args.linger, maxUnrecorded=args.max_unrecorded,
+                   logJobs=True, register=True,
+                   queues=args.queue or ['default'])
+    if args.threads > 1:
+        return MultiProcessor(db, keys, maxThreads=args.threads, **options)
+    return SimpleProcessor(db, keys, **options)
+
+
+def _stopOnSignals(processor):
+    """Stop ``processor`` gracefully on SIGTERM or SIGINT, interrupt it on
+    a second signal; return the handlers this replaced."""
+    signals = []
+
+    def graceful(signum):
+        log.info('stopping after the job(s) in hand (signal %s again to '
+                 'interrupt them)', signal.Signals(signum).name)
+        processor.stop()
+
+    def stop(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            # Not here: the handler runs in the loop's thread, which may
+            # hold a lock that stopping (or logging) needs.
+            threading.Thread(target=graceful, args=(signum,),
+                             daemon=True).start()
+        else:
+            raise KeyboardInterrupt
+
+    return {sig: signal.signal(sig, stop)
+            for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _logStopped(processor, started):
+    """Log what the worker did from ``started`` (a monotonic time) on."""
+    stats = processor.stats
+    total = sum(stats.values())
+    conflicts = processor.conflicts
+    log.info('worker stopped after %.1fs: %d job(s)%s%s%s',
+             time.monotonic() - started, total, (' (%s)' % ', '.join(
+                 '%s: %d' % item for item in sorted(stats.items())))
+             if total else '', '; conflicts: %s' % ', '.join(
+                 '%s %d' % item for item in sorted(conflicts.items()))
+             if conflicts else '', '; storage outages: %d'
+             % processor.outages if processor.outages else '')
 
 
 def _logStarts():
@@ -318,6 +332,15 @@ def _addWorker(commands):
         'interrupts them). A FileStorage that "zodbtasks serve" owns is '
         'reached through its socket.')
     admin.addDatabaseOptions(run)
+    _addTaskOptions(run)
+    _addRunOptions(run)
+    _addProcessOptions(run)
+    _addClaimOptions(run)
+    run.set_defaults(func=worker)
+
+
+def _addTaskOptions(run):
+    """The tasks the worker knows: a Zope instance's, or modules'."""
     run.add_argument('--zope-conf', metavar='PATH',
                      help="a Zope instance's zope.conf: load its ZCML, so "
                      'that the tasks it registers are known (the worker '
@@ -326,6 +349,10 @@ def _addWorker(commands):
     run.add_argument('--tasks', action='append', default=[], metavar='MODULE',
                      help='a module to import; it registers task utilities '
                      '(repeat for more)')
+
+
+def _addRunOptions(run):
+    """How many jobs the worker runs, how often it looks, and its leases."""
     run.add_argument('--threads', type=_positive(int), default=1,
                      help='jobs to run at once (default 1)')
     run.add_argument('--poll', type=_positive(float), default=1.0,
@@ -348,6 +375,11 @@ def _addWorker(commands):
                      'wait, unrecorded, to be committed together (default '
                      '8): a worker killed with -9 runs at most these and the '
                      'jobs it was running again')
+
+
+def _addProcessOptions(run):
+    """The worker process: its wait for ZEO, its log, when it ends, and
+    whether it creates the service."""
     run.add_argument('--connect-timeout', type=_positive(float),
                      default=None, metavar='SECONDS',
                      help='how long a ZEO client waits for its server before '
@@ -361,6 +393,10 @@ def _addWorker(commands):
     run.add_argument('--create', action='store_true',
                      help='create the service (and a FileStorage file) if '
                      'there is none')
+
+
+def _addClaimOptions(run):
+    """Which jobs the worker claims, and how it records their outcomes."""
     run.add_argument('--queue', action='append', metavar='NAME',
                      type=_queueName, help='claim jobs of this queue; give '
                      'it again for more queues (default: "default")')
@@ -377,7 +413,6 @@ def _addWorker(commands):
                      help='commit every run on its own, instead of '
                      'recording the outcomes of tasks that wrote nothing '
                      'with the next claim')
-    run.set_defaults(func=worker)
 
 
 def buildParser(argv=None):

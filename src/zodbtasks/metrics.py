@@ -60,7 +60,14 @@ def snapshot(service, now, recent_limit=RECENT_LIMIT):
 
 def families(figures):
     """Metric families of a `snapshot`."""
-    from zodbtasks.dashboard.stats import percentile
+    yield from _job_families(figures)
+    yield from _worker_state_families(figures['workers'])
+    yield from _worker_record_families(figures['workers'])
+    yield from _duration_families(figures['durations'])
+
+
+def _job_families(figures):
+    """The jobs by status and task, by queue and status; the pause."""
     jobs = GaugeMetricFamily('zodbtasks_jobs', 'Jobs kept by the service, '
                              'by status and task.', labels=['status', 'task'])
     for (status, task), n in sorted(figures['counts'].items()):
@@ -75,17 +82,26 @@ def families(figures):
     yield GaugeMetricFamily('zodbtasks_service_paused', 'Whether the '
                             'service is paused (1) or not (0).',
                             value=int(figures['paused']))
+
+
+def _worker_state_families(workers):
+    """The worker records by state, and how many are live."""
     states = GaugeMetricFamily('zodbtasks_workers', 'Worker records by '
                                'state.', labels=['state'])
     by_state = dict.fromkeys((worker_registry.LIVE, worker_registry.DEAD,
                               worker_registry.STOPPED), 0)
-    for worker in figures['workers']:
+    for worker in workers:
         by_state[worker['state']] = by_state.get(worker['state'], 0) + 1
     for state, n in sorted(by_state.items()):
         states.add_metric([state], n)
     yield states
     yield GaugeMetricFamily('zodbtasks_live_workers', 'Workers whose record '
                             'is live.', value=by_state[worker_registry.LIVE])
+
+
+def _worker_record_families(workers):
+    """What each worker's record counts: runs, conflicts, outages; its
+    jobs in hand and when it was last seen."""
     runs = CounterMetricFamily(
         'zodbtasks_worker_runs', 'Outcomes a worker recorded since it '
         'started, from its record.', labels=['worker', 'outcome'])
@@ -100,7 +116,7 @@ def families(figures):
     seen = GaugeMetricFamily(
         'zodbtasks_worker_last_seen_timestamp_seconds', 'When a worker last '
         'renewed its record.', labels=['worker'])
-    for worker in figures['workers']:
+    for worker in workers:
         name = worker['name']
         for key, n in sorted(worker['counters'].items()):
             if not isinstance(n, (int, float)) or isinstance(n, bool):
@@ -114,13 +130,19 @@ def families(figures):
         in_hand.add_metric([name], worker['jobs'])
         seen.add_metric([name], worker['lastSeen'])
     yield from (runs, conflicts, outages, in_hand, seen)
+
+
+def _duration_families(durations_by_task):
+    """The median and 95th percentile of the runs' durations by task, and
+    how many runs they come from."""
+    from zodbtasks.dashboard.stats import percentile
     durations = GaugeMetricFamily(
         'zodbtasks_run_duration_seconds', 'How long the latest runs of the '
         'newest finished jobs took, by task.', labels=['task', 'quantile'])
     sampled = GaugeMetricFamily(
         'zodbtasks_run_duration_runs', 'How many runs the durations come '
         'from, by task.', labels=['task'])
-    for task, values in sorted(figures['durations'].items()):
+    for task, values in sorted(durations_by_task.items()):
         for q in (50, 95):
             durations.add_metric([task, '%g' % (q / 100)],
                                  percentile(values, q))

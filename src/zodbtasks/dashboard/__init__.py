@@ -17,24 +17,24 @@ a POST that carries a token bound to the browser's session cookie by an
 HMAC with a secret of the process; the templates escape every value shown;
 the pages allow no inline script and cannot be framed.
 """
-from zodbtasks.dashboard.app import COOKIE
-from zodbtasks.dashboard.app import DEFAULT_LIMIT
-from zodbtasks.dashboard.app import MAX_LIMIT
-from zodbtasks.dashboard.app import STATUS_ORDER
-from zodbtasks.dashboard.app import TOKEN_FIELD
 from zodbtasks.dashboard.app import Dashboard
-from zodbtasks.dashboard.app import HTTPError
-from zodbtasks.dashboard.app import _SHOWN_KEYS
 from zodbtasks.dashboard.app import make_app
 from zodbtasks.dashboard.command import add_arguments
 from zodbtasks.dashboard.command import main
 from zodbtasks.dashboard.command import run
 from zodbtasks.dashboard.command import serve
+from zodbtasks.dashboard.csrf import COOKIE
+from zodbtasks.dashboard.csrf import TOKEN_FIELD
 from zodbtasks.dashboard.jobinfo import ACTIONS
 from zodbtasks.dashboard.jobinfo import NEXT_TIMES
 from zodbtasks.dashboard.jobinfo import describeSchedule
 from zodbtasks.dashboard.jobinfo import nextRuns
 from zodbtasks.dashboard.jobinfo import possibleActions
+from zodbtasks.dashboard.pages import DEFAULT_LIMIT
+from zodbtasks.dashboard.pages import MAX_LIMIT
+from zodbtasks.dashboard.pages import STATUS_ORDER
+from zodbtasks.dashboard.pages import _SHOWN_KEYS
+from zodbtasks.dashboard.web import HTTPError
 
 __all__ = [
     'ACTIONS', 'COOKIE', 'DEFAULT_LIMIT', 'MAX_LIMIT', 'NEXT_TIMES',

@@ -5,11 +5,11 @@ import signal
 import sys
 import threading
 
-from zodbtasks.dashboard.app import _traverse
 from zodbtasks.dashboard.app import make_app
 from zodbtasks.dashboard.auth import AuthFileError
 from zodbtasks.dashboard.auth import Credentials
 from zodbtasks.dashboard.auth import is_loopback
+from zodbtasks.dashboard.transact import find_service
 from zodbtasks.paths import splitPath
 
 log = logging.getLogger('zodbtasks.dashboard')
@@ -125,7 +125,7 @@ def run(args):
             keys = splitPath(args.service)
             conn = db.open()
             try:
-                _traverse(conn.root(), keys)
+                find_service(conn.root(), keys)
             finally:
                 conn.transaction_manager.abort()
                 conn.close()

@@ -21,6 +21,14 @@ ACTIONS = {
 BULK_ACTIONS = ('cancel', 'retry')
 
 
+def lookup(service, jobid):
+    """The job ``jobid`` or None (an id too large for the tree included)."""
+    try:
+        return service.jobs.get(jobid)
+    except (TypeError, OverflowError, ValueError):
+        return None
+
+
 def possibleActions(job):
     """The URL names of the actions that make sense for ``job`` now."""
     status = job.status

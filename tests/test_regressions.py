@@ -156,7 +156,20 @@ def test_an_interval_job_run_late_keeps_its_times(service):
     for late in (7, 250, 599):
         assert runDue(service, due + late) == 1
         assert job.scheduledFor == due + 600, late
+        assert job.timeOfNextCall(due + late) == due + 600
+        assert job.timeOfNextCall(due + 600) == due + 1200
         due = job.scheduledFor
+
+
+def test_an_interval_job_back_from_a_long_outage_keeps_its_times(service):
+    jobid = service.addCronJob('echo', interval=600, catchUp=2, now=1000)
+    runDue(service, 1000)
+    job = service.jobs[jobid]
+    assert job.scheduledFor == 1600
+    # Due at 1600, then missed 30 times: more than counting goes to.
+    assert runDue(service, 1600 + 30 * 600 + 100) == 1
+    assert job.scheduledFor == 1600 + 31 * 600
+    assert job.missedRuns == 3         # "more than catchUp"
 
 
 # -- a time to live of 0 ------------------------------------------------------
@@ -249,7 +262,8 @@ def test_a_batched_job_past_half_its_lease_is_renewed_before_it_runs(
             now[0] += 45             # past half of the 60 s lease
         else:
             now[0] += 25             # past the end of the lease it had
-            with opened(service._p_jar.db(), commit=True) as other:
+            # Another worker's claim, not committed: could it take the job?
+            with opened(service._p_jar.db()) as other:
                 taken.append(other.claimNextJob(now=now[0], worker='other'))
 
     register('slow', slow)

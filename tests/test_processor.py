@@ -110,19 +110,37 @@ def test_the_path_may_be_given_as_keys(stored, ran):
     assert ran == [1]
 
 
-def test_one_at_a_time_means_never_two_at_once(stored):
-    inside = []
-    most = []
+@pytest.mark.parametrize('threads', [1, 3])
+def test_one_at_a_time_means_never_two_at_once(stored, threads):
+    """A processor runs at most one job per thread at once, and each job
+    once. Every run waits for its peers, then lingers to let in a run that
+    should not be there: a thread too many would show."""
+    inside = set()
+    ran = []
+    most = [0]
+    together = threading.Barrier(threads, timeout=WAIT)
+    changed = threading.Condition()
 
     def task(service, jobid, input):
-        inside.append(jobid)
-        most.append(len(inside))
-        inside.remove(jobid)
+        with changed:
+            assert jobid not in inside
+            inside.add(jobid)
+            ran.append(jobid)
+            most[0] = max(most[0], len(inside))
+            changed.notify_all()
+        together.wait()
+        with changed:
+            changed.wait_for(lambda: len(inside) > threads, timeout=0.1)
+            inside.remove(jobid)
 
     register('t', task)
-    add(stored, 't', *range(6))
-    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True)()
-    assert most == [1] * 6
+    ids = add(stored, 't', *range(4 * threads))
+    proc = MultiProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                          maxThreads=threads, clock=ticking(), batchBelow=60)
+    proc()
+    assert most == [threads]
+    assert sorted(ran) == sorted(ids)
+    assert proc.stats == {'completed': 4 * threads}
 
 
 def test_a_claim_is_committed_before_the_job_runs(stored, ran):
@@ -716,30 +734,44 @@ def test_multi_processor_claims_batches_too(stored, ran):
     assert proc.stats == {'completed': 60}
 
 
-def test_a_batched_job_whose_lease_was_lost_is_not_run(stored):
+def test_a_batched_job_whose_lease_was_lost_is_not_run(stored, caplog):
+    """When half of the lease of a job in a batch is gone by its turn, the
+    worker renews it first: a lease found lost then is not run (nor begun),
+    and one still held gets a full lease for its run."""
     now = [1000.0]
     calls = []
+    leases = []
+    second = []
 
     def first(service, jobid, input):
         calls.append(input)
+        leases.append(service.jobs[jobid].lease.expires)
         if input == 'first':
             now[0] += 40                     # past half of the 60 s lease
             with opened(service._p_jar.db(), commit=True) as other:
                 other.cancel(second[0])       # the next job of the batch
 
     register('t', first)
-    second = []
     ids = add(stored, 't', 'warm-up 1', 'warm-up 2', 'warm-up 3', 'first',
               'second', 'third')
     second.append(ids[4])
     proc = SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
-                           clock=lambda: now[0], batch=4, batchBelow=60)
-    proc()
+                           clock=lambda: now[0], batch=4, batchBelow=60,
+                           heartbeatInterval=0)
+    with caplog.at_level(logging.INFO, 'zodbtasks'):
+        proc()
     assert calls == ['warm-up 1', 'warm-up 2', 'warm-up 3', 'first', 'third']
+    # The third job's lease, renewed at 1040 before it ran.
+    assert leases[-2:] == [1060.0, 1100.0]
     with opened(stored) as service:
         assert service.getStatus(ids[4]) == 'cancelled'
         assert service.getStatus(ids[5]) == 'completed'
     assert proc.stats == {'completed': 5, 'lost': 1}
+    dropped = [r.getMessage() for r in caplog.records
+               if r.getMessage().startswith('dropped ')]
+    assert len(dropped) == 1, dropped
+    assert dropped[0].startswith('dropped job %s before running it: job %r '
+                                 'is no longer held' % (ids[4], ids[4]))
 
 
 # -- outcomes recorded together -------------------------------------------------

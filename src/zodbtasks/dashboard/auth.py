@@ -95,7 +95,7 @@ class Credentials:
 
 def is_loopback(host):
     """Whether ``host`` (an address or 'localhost') is this machine only."""
-    if host == 'localhost':
+    if host.lower() == 'localhost':     # host names ignore case
         return True
     try:
         return ipaddress.ip_address(host.strip('[]')).is_loopback

@@ -10,11 +10,18 @@ import itertools
 from zodbtasks import queues
 
 
+def _loadsAhead(jar):
+    """Whether the storage of ``jar`` (a connection) loads many objects in
+    one round trip; asking one that does not costs the lookups alone."""
+    return jar is not None and hasattr(jar, 'prefetch') and hasattr(
+        jar.db().storage, 'prefetch')
+
+
 def jobs(data, jobids):
     """Load the jobs ``jobids`` of ``data`` (a `TaskService`) and the trees
     that hold them."""
     jar = data._p_jar
-    if jar is None or not hasattr(jar, 'prefetch'):
+    if not _loadsAhead(jar):
         return
     ids = list(jobids)
     if not ids:
@@ -30,7 +37,7 @@ def queued(data, served, count, lane=None):
     """Load what claiming ``count`` queued jobs from the queues ``served``
     will read: the next ones, or with ``lane`` those from that lane on."""
     jar = data._p_jar
-    if jar is None or not hasattr(jar, 'prefetch') or count < 1:
+    if count < 1 or not _loadsAhead(jar):
         return
     lanes = [(n, tree) for queue in served
              for n, tree in enumerate(queue.lanes)]

@@ -214,7 +214,7 @@ def _zone_changes(key):
     return changes, rule
 
 
-_zone_tables = {}
+_zone_tables: dict[str, ZoneTable] = {}
 
 
 def zone_table(key):

@@ -19,6 +19,8 @@ one place, so that they all agree on three rules about FileStorage files:
 ``zodbtasks serve`` records where it listens in a small JSON file beside the
 database (``Data.fs.serve``); `served_by` reads it.
 """
+from __future__ import annotations
+
 import fcntl
 import hashlib
 import json
@@ -26,8 +28,18 @@ import logging
 import os
 import tempfile
 import urllib.parse
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import TypedDict
 
 import transaction
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+    from ZODB.DB import DB
+    from ZODB.FileStorage import FileStorage
+
+    from zodbtasks.paths import ServicePath
 
 log = logging.getLogger('zodbtasks.connect')
 
@@ -45,12 +57,12 @@ class UsageError(Exception):
 
 # -- FileStorage files and their server ------------------------------------
 
-def served_file(path):
+def served_file(path: str) -> str:
     """The file in which ``zodbtasks serve`` says where it serves ``path``."""
     return os.path.abspath(path) + '.serve'
 
 
-def socket_path(path):
+def socket_path(path: str) -> str:
     """Where ``zodbtasks serve`` puts the Unix socket for the file ``path``.
 
     Beside the file (``Data.fs.sock``) when that path is short enough for a
@@ -76,7 +88,7 @@ def _alive(pid):
     return True
 
 
-def served_by(path):
+def served_by(path: str) -> dict[str, Any] | None:
     """What ``zodbtasks serve`` wrote about ``path``, if it runs: a dict
     with ``pid`` and ``socket`` (and ``port``, ``dashboard``), or None."""
     try:
@@ -112,7 +124,7 @@ def _lock_held(path):
         os.close(fd)
 
 
-def open_read_only(path, spec=None):
+def open_read_only(path: str, spec: str | None = None) -> FileStorage:
     """A read-only FileStorage on ``path``; refuses a damaged file.
 
     The file is not written, locked or repaired. Bytes after the last
@@ -183,8 +195,18 @@ def _file_uri_path(spec):
     return urllib.parse.unquote(parts.netloc + parts.path)
 
 
-def open_database(spec, pool_size=None, connect_timeout=None,
-                  read_only=False, create=False):
+class OpenOptions(TypedDict, total=False):
+    """The keyword arguments of `open_database`, for `open_or_explain`."""
+
+    pool_size: int | None
+    connect_timeout: float | None
+    read_only: bool
+    create: bool
+
+
+def open_database(spec: str, pool_size: int | None = None,
+                  connect_timeout: float | None = None,
+                  read_only: bool = False, create: bool = False) -> DB:
     """Open the database that ``--db`` names; return a ``ZODB.DB``.
 
     ``spec`` is a zodburi URI, a ZConfig file (``.conf``) or a FileStorage
@@ -260,7 +282,7 @@ def _from_uri(spec, connect_timeout, read_only, create):
     return factory(), dbkw
 
 
-def open_or_explain(spec, **options):
+def open_or_explain(spec: str, **options: Unpack[OpenOptions]) -> DB:
     """`open_database`, with any failure as a one-line `UsageError`."""
     try:
         return open_database(spec, **options)
@@ -273,7 +295,8 @@ def open_or_explain(spec, **options):
 
 # -- services ----------------------------------------------------------------
 
-def find_service(db, path, create=False):
+def find_service(db: DB, path: ServicePath, create: bool = False
+                 ) -> tuple[str, ...]:
     """The keys of the service at ``path``; create one there if asked.
 
     Raises `UsageError` when there is no service there (naming ``--create``)

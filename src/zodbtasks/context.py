@@ -24,9 +24,17 @@ mapping stored on the job::
 
 The service sets the context up around each run, in the thread that runs it.
 """
+from __future__ import annotations
+
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from typing import Any
 
 from persistent.mapping import PersistentMapping
+
+if TYPE_CHECKING:
+    from zodbtasks.interfaces import IJob
 
 _local = threading.local()
 
@@ -34,7 +42,7 @@ _local = threading.local()
 LOG_LIMIT = 64 * 1024
 
 
-def current():
+def current() -> JobContext | None:
     """The context of the job running in this thread, or None."""
     return getattr(_local, 'context', None)
 
@@ -42,23 +50,24 @@ def current():
 class JobContext:
     """The running job's view of itself; see the module docstring."""
 
-    def __init__(self, service, job, now, heartbeat=None):
+    def __init__(self, service: Any, job: IJob, now: float,
+                 heartbeat: Callable[[], float | None] | None = None) -> None:
         self.service = service
         self.job = job
         self.now = now
         self._heartbeat = heartbeat
 
     @property
-    def jobid(self):
+    def jobid(self) -> int:
         return self.job.id
 
     @property
-    def attempt(self):
+    def attempt(self) -> int:
         """Which attempt this run is: 1 for the first."""
         return self.job.attempts
 
     @property
-    def data(self):
+    def data(self) -> PersistentMapping:
         """The job's mapping of state kept between its runs.
 
         It is made, and stored on the job, the first time a task asks for
@@ -75,11 +84,11 @@ class JobContext:
             data = self.job.data = PersistentMapping()
         return data
 
-    def log(self, message):
+    def log(self, message: object) -> None:
         """Append a line to the job's log, which keeps its last 64 KiB."""
         appendLog(self.job, str(message))
 
-    def progress(self, fraction, message=None):
+    def progress(self, fraction: float, message: str | None = None) -> None:
         """Record how far the job has got, as a fraction from 0 to 1."""
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
                 or not 0 <= fraction <= 1:
@@ -87,7 +96,7 @@ class JobContext:
                              % (fraction,))
         self.job.progress = (fraction, message)
 
-    def heartbeat(self):
+    def heartbeat(self) -> float | None:
         """Extend the lease of a job claimed by a worker.
 
         Raises `zodbtasks.interfaces.LeaseLost` if the worker no longer holds
@@ -98,16 +107,16 @@ class JobContext:
             return self._heartbeat()
         return None
 
-    def __enter__(self):
+    def __enter__(self) -> JobContext:
         self._outer = current()
         _local.context = self
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         _local.context = self._outer
 
 
-def appendLog(job, text, limit=LOG_LIMIT):
+def appendLog(job: IJob, text: str, limit: int = LOG_LIMIT) -> None:
     """Add ``text`` as lines at the end of ``job.log``, dropping old lines.
 
     The log is a tuple of lines. When it outgrows ``limit`` characters its

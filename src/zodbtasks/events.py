@@ -33,12 +33,13 @@ class JobCompleted(JobEvent):
 
 @implementer(interfaces.IJobFailed)
 class JobFailed(JobEvent):
-    pass
+    error: str
 
 
 @implementer(interfaces.IJobRetried)
 class JobRetried(JobEvent):
-    pass
+    error: str
+    due: float
 
 
 @implementer(interfaces.IJobCancelled)
@@ -48,4 +49,5 @@ class JobCancelled(JobEvent):
 
 @implementer(interfaces.IJobMissed)
 class JobMissed(JobEvent):
-    pass
+    count: int
+    action: str

@@ -20,7 +20,7 @@ CRONJOB = 'cronjob'
 STARTLATER = 'start later'
 
 #: Every status a job can have.
-STATUSES = (QUEUED, PROCESSING, CANCELLED, ERROR, COMPLETED, DELAYED,
+STATUSES: tuple[str, ...] = (QUEUED, PROCESSING, CANCELLED, ERROR, COMPLETED, DELAYED,
             CRONJOB, STARTLATER)
 
 #: Statuses after which a job never runs again; ``clean()`` removes them.

@@ -1,6 +1,16 @@
 """Jobs: what the service stores for each request to run a task."""
+from __future__ import annotations
+
 import datetime
 import numbers
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
+from typing import TypedDict
+from typing import TypeGuard
+from typing import cast
 
 import persistent
 from zope.interface import implementer
@@ -9,6 +19,13 @@ from zodbtasks import interfaces
 from zodbtasks import limits
 from zodbtasks import queues
 from zodbtasks import schedule
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from typing_extensions import Unpack
+
+    from zodbtasks.schedule import Schedule
 
 # -- the range of times and durations ----------------------------------------
 #
@@ -67,22 +84,26 @@ def _shown(value):
     return repr(value)
 
 
-def _isNumber(value):
+def _isNumber(value: object) -> TypeGuard[float]:
     # An int or a float, as the schedules take: other kinds of number
     # (Fraction, Decimal, numpy's ints) would reach them as they are.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def checkTime(value, name='now'):
-    """Return ``value`` if it is a number of seconds, else raise TypeError."""
+def checkTime(value: object, name: str = 'now') -> float:
+    """Return ``value`` if it is a number of seconds, else raise TypeError.
+
+    (Any real number passes, a `fractions.Fraction` too: it is returned as
+    it is.)
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             '%s must be a number of seconds since the epoch (int or float), '
             'not %s' % (name, _shown(value)))
-    return value
+    return cast(float, value)
 
 
-def checkMoment(value, name='now'):
+def checkMoment(value: object, name: str = 'now') -> float:
     """Return ``value`` if it is a time the service can file, else raise.
 
     A time is an int or a float of seconds since the epoch from 0 to
@@ -100,7 +121,8 @@ def checkMoment(value, name='now'):
     return value
 
 
-def checkDuration(value, name, positive=False, minimum=None):
+def checkDuration(value: object, name: str, positive: bool = False,
+                  minimum: float | None = None) -> float:
     """Return ``value`` if it is a duration the service can use, else raise.
 
     A duration is an int or a float of seconds, at least ``minimum`` (0 by
@@ -203,8 +225,55 @@ CRON_OPTIONS = {
     'maxRuns': (None, _count(1, MAX_COUNT)),
 }
 
+# The same options as keyword arguments, for type checkers (JOB_OPTIONS and
+# CRON_OPTIONS hold the ranges; tests/test_typing.py keeps the keys equal).
+# None is accepted for each and means "not set".
 
-def checkOptions(options, repeating=False):
+
+class JobOptions(TypedDict, total=False):
+    """The options of `JOB_OPTIONS`, as keyword arguments of ``add``."""
+
+    leaseSeconds: float | None
+    atMostOnce: bool | None
+    retries: int | None
+    retryDelay: float | None
+    retryBackoff: float | None
+    retryMaxDelay: float | None
+    ttl: float | None
+    timeout: float | None
+    maxLostLeases: int | None
+    queue: str | None
+    priority: int | None
+    limit: str | None
+
+
+class CronOptions(JobOptions, total=False):
+    """The options of a repeating job: `JOB_OPTIONS` and `CRON_OPTIONS`."""
+
+    misfire: Literal['coalesce', 'all', 'skip'] | None
+    misfireGrace: float | None
+    catchUp: int | None
+    overlap: Literal['wait', 'skip'] | None
+    maxRuns: int | None
+
+
+class ScheduleArguments(TypedDict, total=False):
+    """The schedule keywords of a `CronJob` beyond the field tuples."""
+
+    second: Iterable[int]
+    cron: str | None
+    timezone: str | ZoneInfo | None
+    interval: float | None
+    start: float | None
+    end: float | None
+
+
+class CronJobArguments(CronOptions, ScheduleArguments, total=False):
+    """What ``addCronJob`` takes as keywords: a schedule and options."""
+
+
+def checkOptions(options: Mapping[str, object],
+                 repeating: bool = False) -> None:
     """Validate job options; raise an error naming the first bad one."""
     known = dict(JOB_OPTIONS, **CRON_OPTIONS) if repeating else JOB_OPTIONS
     unknown = sorted(set(options) - set(known))
@@ -226,17 +295,18 @@ class Lease(persistent.Persistent):
     #: When the database learnt that the run began, or None for a claim
     #: that, as far as the database knows, has not started. Leases stored
     #: before claims were told apart from runs count as started.
-    started = 0.0
+    started: float | None = 0.0
     #: Where the job waited before it was claimed, to give back a claim that
     #: never started: (index name, key, why it waited, when it was due).
-    place = None
+    place: tuple[Any, ...] | None = None
     #: Set when the lease was taken from its worker (it expired, or the job
     #: was cancelled), so that a worker whose view of the database lags
     #: cannot renew or start it: their writes of the lease conflict.
     revoked = False
 
-    def __init__(self, token, worker, expires, claimed=None, started=None,
-                 place=None):
+    def __init__(self, token: int, worker: str | None, expires: float,
+                 claimed: float | None = None, started: float | None = None,
+                 place: tuple[Any, ...] | None = None) -> None:
         self.token = token
         self.worker = worker
         self.expires = expires
@@ -245,7 +315,7 @@ class Lease(persistent.Persistent):
         self.place = place
         self.key = None     # the key of its entry in the service's index
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<Lease of %r until %r>' % (self.worker, self.expires)
 
     def _p_resolveConflict(self, old, committed, new):
@@ -294,7 +364,7 @@ class Job(persistent.Persistent):
     progress = None
     data = None           # the mapping kept between runs (context.data)
     lease = None
-    scheduledFor = None   # when it is due next, if it waits for a time
+    scheduledFor: float | None = None  # when it is due next, if it waits
     runDue = None         # when the latest run was due, if it had a time
     paused = False
     pausedFrom = None     # the status it had when it was paused
@@ -320,14 +390,15 @@ class Job(persistent.Persistent):
     priority = queues.DEFAULT_PRIORITY  # 0-9: higher runs first
     limit = None          # the name of the limit it is bound by
 
-    def __init__(self, id, task, input, created=None):
+    def __init__(self, id: int, task: str, input: Any,
+                 created: float | None = None) -> None:
         self.id = id
         self.task = task
         self.input = input
         self.status = interfaces.QUEUED
         self.created = created
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<%s %r>' % (self.__class__.__name__, self.id)
 
 
@@ -356,27 +427,37 @@ class CronJob(Job):
     maxRuns = None
 
     # Defaults for schedules stored before these arguments existed.
-    second = ()
-    cron = timezone = interval = start = end = None
+    second: tuple[int, ...] = ()
+    cron: str | None = None
+    timezone: str | ZoneInfo | None = None
+    interval: float | None = None
+    start: float | None = None
+    end: float | None = None
 
     #: The keyword arguments that describe a schedule.
     scheduleArguments = frozenset(_NO_SCHEDULE) | {'delay'}
 
-    def __init__(self, id, task, input, minute=(), hour=(), dayOfMonth=(),
-                 month=(), dayOfWeek=(), delay=None, created=None, **kw):
+    def __init__(self, id: int, task: str, input: Any,
+                 minute: Iterable[int] = (), hour: Iterable[int] = (),
+                 dayOfMonth: Iterable[int] = (), month: Iterable[int] = (),
+                 dayOfWeek: Iterable[int] = (), delay: float | None = None,
+                 created: float | None = None,
+                 **kw: Unpack[ScheduleArguments]) -> None:
         super().__init__(id, task, input, created=created)
         self.update(minute, hour, dayOfMonth, month, dayOfWeek, delay, **kw)
         self.status = (interfaces.CRONJOB if self.delay is None
                        else interfaces.DELAYED)
 
-    def update(self, minute=(), hour=(), dayOfMonth=(), month=(), dayOfWeek=(),
-               delay=None, **kw):
+    def update(self, minute: Iterable[int] = (), hour: Iterable[int] = (),
+               dayOfMonth: Iterable[int] = (), month: Iterable[int] = (),
+               dayOfWeek: Iterable[int] = (), delay: float | None = None,
+               **kw: Unpack[ScheduleArguments]) -> None:
         unknown = set(kw) - set(_NO_SCHEDULE)
         if unknown:
             raise TypeError('unknown schedule argument(s): %s; accepted are %s'
                             % (', '.join(sorted(unknown)),
                                ', '.join(sorted(_NO_SCHEDULE))))
-        spec = dict(_NO_SCHEDULE, minute=minute, hour=hour,
+        spec: dict[str, Any] = dict(_NO_SCHEDULE, minute=minute, hour=hour,
                     dayOfMonth=dayOfMonth, month=month, dayOfWeek=dayOfWeek)
         spec.update(kw)
         for name in ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek',
@@ -403,7 +484,7 @@ class CronJob(Job):
                            else interfaces.DELAYED)
 
     @property
-    def schedule(self):
+    def schedule(self) -> Schedule | None:
         """The compiled schedule, or None for a delayed job."""
         compiled = getattr(self, '_v_schedule', None)
         if compiled is None and self.delay is None:
@@ -411,7 +492,7 @@ class CronJob(Job):
                 {name: getattr(self, name) for name in _NO_SCHEDULE})
         return compiled
 
-    def timeOfNextCall(self, now):
+    def timeOfNextCall(self, now: float) -> float | None:
         checkTime(now)
         if self.delay is not None:
             return now + self.delay
@@ -422,7 +503,8 @@ class CronJob(Job):
             return schedule.bounded(
                 schedule.every(self.interval, anchor=self.scheduledFor),
                 end=self.end).next_after(now)
-        return self.schedule.next_after(now)
+        # Not None: only a delayed job has no compiled schedule.
+        return cast('Schedule', self.schedule).next_after(now)
 
 
 def _asTuple(value, name):

@@ -36,6 +36,9 @@ A middleware runs in the run's transaction. One that writes to the database
 makes every run commit on its own (the processor groups only the outcomes of
 runs that wrote nothing): keep middlewares read-only unless the task writes.
 """
+from collections.abc import Callable
+from typing import Any
+
 import zope.component
 from transaction.interfaces import TransientError
 
@@ -70,6 +73,11 @@ class Run:
 
     def __repr__(self):
         return '<Run of job %s (%s)>' % (self.job.id, self.job.task)
+
+
+#: The type of a middleware, for type checkers: ``middleware(run,
+#: call_next)`` returns the task's output (or another one).
+Middleware = Callable[[Run, Callable[[], Any]], Any]
 
 
 def registered():

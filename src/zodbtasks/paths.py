@@ -6,9 +6,15 @@ the application root, the database root's ``Application`` item, as the
 reference packages' processors did (``['tasks']`` for
 ``root['Application']['tasks']``); see `findService` for which one wins.
 """
+from typing import Union
 
 
-def splitPath(path):
+#: A service path as the functions that take one accept it: ``'a/b'``, or
+#: its keys.
+ServicePath = Union[str, tuple[str, ...], list[str]]
+
+
+def splitPath(path: ServicePath) -> tuple[str, ...]:
     """The keys of a service path: ``'a/b'`` or ``('a', 'b')`` -> a tuple."""
     if isinstance(path, str):
         keys = tuple(part for part in path.split('/') if part)

@@ -5,9 +5,12 @@ The runner records nothing on the job but what the task told it through its
 context (log lines, progress): recording the outcome is the service's, and
 choosing the transaction and the thread is the caller's.
 """
+from __future__ import annotations
+
 import importlib
 import pickle
 import traceback
+from typing import Any
 
 import zope.component
 from transaction.interfaces import TransientError
@@ -27,8 +30,15 @@ from zodbtasks.task import TaskError
 class Outcome:
     """What a run of a job came to, before it is recorded on the job."""
 
-    def __init__(self, job, completed, output=None, failure=None,
-                 retryDelay=None, started=None):
+    #: The failure's message and traceback, or None after a success.
+    error: str | None
+    traceback: str | None
+
+    def __init__(self, job: interfaces.IJob, completed: float,
+                 output: Any = None,
+                 failure: tuple[str, str | None] | None = None,
+                 retryDelay: float | None = None,
+                 started: float | None = None) -> None:
         self.jobid = job.id
         self.started = started
         self.completed = completed
@@ -39,7 +49,7 @@ class Outcome:
         self.log = job.log
         self.progress = job.progress
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<Outcome of job %s: %s>' % (
             self.jobid, 'failed: %s' % self.error if self.failed else 'ok')
 

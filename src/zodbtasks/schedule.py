@@ -8,11 +8,14 @@ Build schedules with :func:`from_fields` (the z3c.taskqueue tuple fields),
 :func:`from_cron` (cron strings), :func:`every` (fixed intervals) and
 :func:`bounded` (start and end limits).  See ``docs/schedules.rst``.
 """
+from __future__ import annotations
+
 import math
 import re
 from bisect import bisect_left
 from bisect import bisect_right
 from functools import lru_cache
+from typing import Union
 from zoneinfo import ZoneInfo
 from zoneinfo import ZoneInfoNotFoundError
 
@@ -34,11 +37,15 @@ _UTC_KEYS = frozenset(['UTC', 'Etc/UTC', 'Etc/Universal', 'Etc/Zulu',
                        'Universal', 'Zulu', 'Etc/GMT', 'GMT'])
 _TWO_DAYS = 2 * DAY
 
+#: The values of a field of `from_fields`, as it accepts them.
+FieldValues = Union[tuple[int, ...], list[int], set[int], frozenset[int],
+                    range]
+
 
 class Schedule:
     """Base class: something that can tell the next fire time."""
 
-    def next_after(self, now):
+    def next_after(self, now: float) -> float | None:
         """The first fire time strictly after `now` (seconds since the
         epoch), or None if the schedule never fires again."""
         raise NotImplementedError
@@ -302,11 +309,11 @@ class CalendarSchedule(Schedule):
         self._args = args
 
     @property
-    def timezone(self):
+    def timezone(self) -> str | None:
         """The IANA key of the zone, or None for UTC."""
         return self._timezone
 
-    def next_after(self, now):
+    def next_after(self, now: float) -> int:
         if type(now) is not int:
             now = _whole_seconds(now)
         if self._zone is None:
@@ -427,8 +434,10 @@ def _tuple_field(name, values, low, high, accepted):
     return tuple(sorted({int(v) for v in values}))
 
 
-def from_fields(minute=(), hour=(), day_of_month=(), month=(),
-                day_of_week=(), second=(), timezone=None):
+def from_fields(minute: FieldValues = (), hour: FieldValues = (),
+                day_of_month: FieldValues = (), month: FieldValues = (),
+                day_of_week: FieldValues = (), second: FieldValues = (),
+                timezone: str | ZoneInfo | None = None) -> CalendarSchedule:
     """A schedule from z3c.taskqueue-style tuples of allowed values.
 
     Empty fields are "not given".  Fields finer than the finest one given
@@ -439,12 +448,12 @@ def from_fields(minute=(), hour=(), day_of_month=(), month=(),
     arguments = dict(second=second, minute=minute, hour=hour,
                      day_of_month=day_of_month, month=month,
                      day_of_week=day_of_week)
-    given = []
+    found = []
     for name, low, high, accepted in _TUPLE_FIELDS:
         values = _tuple_field(name, arguments[name], low, high, accepted)
         if values:
-            given.append((name, values))
-    given = tuple(given)
+            found.append((name, values))
+    given = tuple(found)
     key = _timezone_key(timezone)
     calendar, fixed_time = _fields_calendar(given)
     kwargs = given if key is None else given + (('timezone', key),)
@@ -680,7 +689,8 @@ def _parse_field(field, text, expression):
     return _FieldParser(field, text, expression).parse()
 
 
-def from_cron(expression, timezone=None):
+def from_cron(expression: str, timezone: str | ZoneInfo | None = None
+              ) -> CalendarSchedule:
     """A schedule from a cron expression (5 fields, or 6 with seconds last).
 
     `timezone` (an IANA name such as "Europe/Berlin", or None for UTC) is
@@ -781,7 +791,7 @@ class IntervalSchedule(Schedule):
         self.seconds = seconds
         self.anchor = anchor
 
-    def next_after(self, now):
+    def next_after(self, now: float) -> float:
         if isinstance(now, bool) or not isinstance(now, (int, float)):
             raise TypeError(f'now must be a number of seconds since the'
                             f' epoch, not {now!r}')
@@ -813,7 +823,7 @@ class IntervalSchedule(Schedule):
         return f'every({self.seconds!r}, anchor={self.anchor!r})'
 
 
-def every(seconds, anchor=None):
+def every(seconds: float, anchor: float | None = None) -> IntervalSchedule:
     """Fire every `seconds` seconds (int or float, > 0).
 
     With an `anchor` (seconds since the epoch) the fire times are
@@ -836,7 +846,7 @@ class BoundedSchedule(Schedule):
         self.start = start
         self.end = end
 
-    def next_after(self, now):
+    def next_after(self, now: float) -> float | None:
         start, end = self.start, self.end
         if start is not None and now < start:
             # Search from just before `start`, so that `start` itself counts.
@@ -866,7 +876,8 @@ class BoundedSchedule(Schedule):
         return f'bounded({", ".join(parts)})'
 
 
-def bounded(schedule, start=None, end=None):
+def bounded(schedule: Schedule, start: float | None = None,
+            end: float | None = None) -> BoundedSchedule:
     """`schedule`, but never firing before `start` or after `end`
     (inclusive bounds, seconds since the epoch; None for no bound)."""
     if not isinstance(schedule, Schedule):
@@ -881,14 +892,16 @@ def bounded(schedule, start=None, end=None):
     return BoundedSchedule(schedule, start, end)
 
 
-def next_times(schedule, now, count=5):
+def next_times(schedule: Schedule, now: float, count: int = 5
+               ) -> list[float]:
     """The next `count` fire times after `now` (fewer if the schedule ends)."""
-    times = []
+    times: list[float] = []
     while len(times) < count:
-        now = schedule.next_after(now)
-        if now is None:
+        following = schedule.next_after(now)
+        if following is None:
             break
-        times.append(now)
+        times.append(following)
+        now = following
     return times
 
 

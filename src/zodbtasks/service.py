@@ -17,8 +17,16 @@ data and the settings, and hands the work to its parts:
 The service knows nothing of threads: processors (`zodbtasks.processor`)
 call its claim, run and record methods, each in a transaction of their own.
 """
+from __future__ import annotations
+
 import logging
 import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import cast
 
 import persistent
 import transaction
@@ -54,6 +62,18 @@ from zodbtasks.settings import Factory
 from zodbtasks.settings import Prefixes
 from zodbtasks.transitions import Transitions
 from zodbtasks.views import QueueView
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from zodbtasks.events import JobEvent
+    from zodbtasks.job import CronJobArguments
+    from zodbtasks.job import JobOptions
+    from zodbtasks.job import Lease
+    from zodbtasks.limits import Limit
+    from zodbtasks.middleware import Middleware
+    from zodbtasks.paths import ServicePath
+    from zodbtasks.registry import WorkerRecord
 
 __all__ = ['TaskService', 'Outcome', 'LAYOUT', 'MAX_JOB_ID']
 
@@ -99,7 +119,7 @@ class TaskService(persistent.Persistent):
     #: goes back to the default, `zodbtasks.processor.SimpleProcessor`)
     #: and the keyword arguments it gets.
     processorFactory = Factory(_defaultProcessor, 'a processor class')
-    processorArguments = {'waitTime': 1.0}
+    processorArguments: dict[str, Any] = {'waitTime': 1.0}
     #: The modules (names or prefixes: ``'myapp'`` covers ``myapp.tasks``)
     #: whose functions, by dotted name, and whose classes' methods may be
     #: tasks without being registered. Empty: only registered tasks run.
@@ -115,8 +135,11 @@ class TaskService(persistent.Persistent):
     _queues = _listing = _listBuild = _limits = _finished = None
     #: worker name -> `WorkerRecord`, made by the first registration.
     _workers = None
+    # Of this copy in memory only (never stored): see `clock`, `keepEvents`.
+    _v_clock: Callable[[], float] | None
+    _v_keptEvents: list[JobEvent] | None
 
-    def __init__(self):
+    def __init__(self) -> None:
         indexes.create(self)
 
     @property
@@ -138,41 +161,43 @@ class TaskService(persistent.Persistent):
     # -- the clock and events ------------------------------------------------
 
     @property
-    def clock(self):
+    def clock(self) -> Callable[[], float]:
         """The function giving the time when a call gets no ``now``
         (`time.time` by default). Setting it affects this copy of the
         service in memory only: it is never stored."""
         return getattr(self, '_v_clock', None) or time.time
 
     @clock.setter
-    def clock(self, func):
+    def clock(self, func: Callable[[], float] | None) -> None:
         self._v_clock = func
 
     @clock.deleter
-    def clock(self):
+    def clock(self) -> None:
         self._v_clock = None
 
-    def _now(self, now):
+    def _now(self, now: float | None) -> float:
         """``now``, or the clock's time, once checked: a time that the
         indexes can file with any duration a job may hold added to it."""
         if now is None:
             return checkMoment(self.clock(), "now (the service's clock)")
         return checkMoment(now)
 
-    def keepEvents(self):
+    def keepEvents(self) -> None:
         self._v_keptEvents = []
 
-    def takeEvents(self):
+    def takeEvents(self) -> list[JobEvent]:
         kept = getattr(self, '_v_keptEvents', None) or []
         self._v_keptEvents = None
         return kept
 
     # -- adding jobs ---------------------------------------------------------
 
-    def getAvailableTasks(self):
+    def getAvailableTasks(self) -> dict[str, interfaces.ITask]:
         return dict(zope.component.getUtilitiesFor(self.taskInterface))
 
-    def add(self, task, input=None, startLater=False, now=None, **options):
+    def add(self, task: str | Callable[[Any], object], input: object = None,
+            startLater: bool = False, now: float | None = None,
+            **options: Unpack[JobOptions]) -> int:
         # Everything is checked before anything is written (an upgrade of
         # old data included): a refused call leaves no trace.
         now = self._now(now)
@@ -182,10 +207,15 @@ class TaskService(persistent.Persistent):
         self._addJob(job, target, options, limit, startLater, now)
         return job.id
 
-    def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
-                   month=(), dayOfWeek=(), delay=None, startLater=False,
-                   now=None, **kw):
+    def addCronJob(self, task: str | Callable[[Any], object],
+                   input: object = None, minute: Iterable[int] = (),
+                   hour: Iterable[int] = (), dayOfMonth: Iterable[int] = (),
+                   month: Iterable[int] = (), dayOfWeek: Iterable[int] = (),
+                   delay: float | None = None, startLater: bool = False,
+                   now: float | None = None,
+                   **arguments: Unpack[CronJobArguments]) -> int:
         now = self._now(now)
+        kw = cast('dict[str, Any]', arguments)   # split by name below
         options = {k: kw.pop(k) for k in list(kw)
                    if k not in CronJob.scheduleArguments}
         name, target, options, limit = self._checkNewJob(
@@ -277,32 +307,37 @@ class TaskService(persistent.Persistent):
 
     # -- counts, listings and limits -----------------------------------------
 
-    def countsComplete(self):
+    def countsComplete(self) -> bool:
         return self._catalog.counts_complete()
 
-    def listingComplete(self):
+    def listingComplete(self) -> bool:
         return self._catalog.listing_complete()
 
-    def jobCounts(self):
+    def jobCounts(self) -> dict[tuple[str, str], int]:
+        """{(status, task): number of jobs}."""
         return counting.by_status_and_task(self._catalog.all_counts(self.jobs))
 
-    def queueCounts(self):
+    def queueCounts(self) -> dict[tuple[str, str], int]:
+        """{(queue, status): number of jobs}."""
         return counting.by_queue(self._catalog.all_counts(self.jobs))
 
-    def countJobs(self, status=None, task=None, queue=None):
+    def countJobs(self, status: str | None = None, task: str | None = None,
+                  queue: str | None = None) -> int:
         _checkStatus(status)
         return sum(n for key, n in self._catalog.all_counts(self.jobs).items()
                    if status in (None, key[0]) and task in (None, key[1])
                    and queue in (None, counting.queue_of(key)))
 
-    def buildCounts(self, limit=1000):
+    def buildCounts(self, limit: int = 1000) -> int:
         _checkCount(limit, 1, 'limit must be a whole number of jobs, 1 or '
                     'more, not %r')
         self._current(None)
         return self._catalog.build(self.jobs, limit)
 
-    def listJobs(self, status=None, task=None, limit=100, cursor=None,
-                 queue=None):
+    def listJobs(self, status: str | None = None, task: str | None = None,
+                 limit: int = 100, cursor: str | None = None,
+                 queue: str | None = None
+                 ) -> tuple[list[interfaces.IJob], str | None]:
         _checkStatus(status)
         limit = _limit(limit)
         if queue is not None:
@@ -312,7 +347,8 @@ class TaskService(persistent.Persistent):
         return self._parts.view.list_jobs(statuses, task, limit, cursor,
                                           queue)
 
-    def setLimit(self, name, concurrency=None, rate=None, now=None):
+    def setLimit(self, name: str, concurrency: int | None = None,
+                 rate: str | None = None, now: float | None = None) -> None:
         now = self._now(now)
         limits.check_name(name)
         limits.check_concurrency(concurrency)
@@ -322,10 +358,11 @@ class TaskService(persistent.Persistent):
         self._indexes.configure_limit(name, concurrency, rate, now)
         self._ringAfterCommit()
 
-    def getLimits(self):
+    def getLimits(self) -> dict[str, Limit]:
         return dict(self._limits.items()) if self._limits is not None else {}
 
-    def waitingFor(self, jobid, now=None):
+    def waitingFor(self, jobid: int, now: float | None = None) -> str | None:
+        """What the job waits for under its limit, in words, or None."""
         now = self._now(now)
         return self._parts.view.waiting_for(self._job(jobid), now)
 
@@ -337,7 +374,7 @@ class TaskService(persistent.Persistent):
         except (KeyError, IndexError, TypeError):
             raise KeyError('no job with id %r in this service' % (jobid,))
 
-    def startJob(self, jobid, now=None):
+    def startJob(self, jobid: int, now: float | None = None) -> bool:
         now = self._now(now)
         if self._job(jobid).status != interfaces.STARTLATER:
             # As in the reference package: a question answered, nothing
@@ -348,16 +385,17 @@ class TaskService(persistent.Persistent):
         self._ringAfterCommit()
         return True
 
-    def reschedule(self, jobid):
+    def reschedule(self, jobid: int) -> None:
         self._current(None)
         self._parts.control.reschedule(self._job(jobid))
 
-    def cancel(self, jobid, now=None):
+    def cancel(self, jobid: int, now: float | None = None) -> None:
         now = self._now(now)
         self._current(now)
         self._parts.control.cancel(self._job(jobid), now)
 
-    def pause(self, jobid=None, now=None):
+    def pause(self, jobid: int | None = None,
+              now: float | None = None) -> None:
         if now is not None:
             now = self._now(now)
         self._current(now)
@@ -368,7 +406,8 @@ class TaskService(persistent.Persistent):
             self._parts.control.pause(job, now, now if now is not None
                                       else self._now(None))
 
-    def resume(self, jobid=None, now=None):
+    def resume(self, jobid: int | None = None,
+               now: float | None = None) -> None:
         now = self._now(now)
         self._current(now)
         if jobid is None:
@@ -377,22 +416,23 @@ class TaskService(persistent.Persistent):
             self._parts.control.resume(self._job(jobid), now)
         self._ringAfterCommit()
 
-    def isPaused(self, jobid=None):
+    def isPaused(self, jobid: int | None = None) -> bool:
         return self.paused if jobid is None else self._job(jobid).paused
 
-    def runNow(self, jobid, now=None):
+    def runNow(self, jobid: int, now: float | None = None) -> None:
         now = self._now(now)
         self._current(now)
         self._parts.control.run_now(self._job(jobid), now)
         self._ringAfterCommit()
 
-    def retry(self, jobid, now=None):
+    def retry(self, jobid: int, now: float | None = None) -> None:
         now = self._now(now)
         self._current(now)
         self._parts.control.retry(self._job(jobid), now)
         self._ringAfterCommit()
 
-    def clean(self, status=interfaces.FINISHED):
+    def clean(self, status: str | Iterable[str] = interfaces.FINISHED
+              ) -> None:
         if isinstance(status, str):
             status = (status,)
         unknown = [s for s in status if s not in interfaces.FINISHED]
@@ -404,7 +444,7 @@ class TaskService(persistent.Persistent):
         for name in status:
             self._indexes.drop_status(name)
 
-    def remove(self, jobid):
+    def remove(self, jobid: int) -> bool:
         job = self.jobs.get(jobid)
         if job is None:
             return False
@@ -416,21 +456,22 @@ class TaskService(persistent.Persistent):
         self._indexes.forget(job)
         return True
 
-    def purgeExpired(self, now=None, limit=None):
+    def purgeExpired(self, now: float | None = None,
+                     limit: int | None = None) -> int:
         return self._indexes.purge(self._now(now), limit)
 
-    def getStatus(self, jobid):
+    def getStatus(self, jobid: int) -> str:
         return self._job(jobid).status
 
-    def getResult(self, jobid):
+    def getResult(self, jobid: int) -> Any:
         return self._job(jobid).output
 
-    def getError(self, jobid):
+    def getError(self, jobid: int) -> str | None:
         return self._job(jobid).error
 
     # -- processor threads (`zodbtasks.threads` keeps them) ------------------
 
-    def startProcessing(self, path=None):
+    def startProcessing(self, path: ServicePath | None = None) -> None:
         """Start a processor thread for this service. ``path`` is the
         slash-separated path of keys from the database root to it (default:
         looked up). A service not stored in a database yet is not processed:
@@ -442,12 +483,12 @@ class TaskService(persistent.Persistent):
         from zodbtasks import threads
         threads.startProcessing(self, path)
 
-    def stopProcessing(self):
+    def stopProcessing(self) -> None:
         if self._p_jar is not None:
             from zodbtasks import threads
             threads.stopProcessing(self)
 
-    def isProcessing(self):
+    def isProcessing(self) -> bool:
         if self._p_jar is None:
             return False
         from zodbtasks import threads
@@ -455,27 +496,33 @@ class TaskService(persistent.Persistent):
 
     # -- looking at the queue ------------------------------------------------
 
-    def oldestQueued(self, queues=None):
+    def oldestQueued(self, queues: str | Iterable[str] | None = None
+                     ) -> interfaces.IJob | None:
         return self._parts.view.oldest_queued(check_queue_names(queues))
 
-    def overdueJobs(self, now=None, limit=10):
+    def overdueJobs(self, now: float | None = None,
+                    limit: int = 10) -> list[interfaces.IJob]:
         return self._parts.view.overdue(self._now(now), _limit(limit))
 
-    def upcomingJobs(self, now=None, limit=10, repeating=True):
+    def upcomingJobs(self, now: float | None = None, limit: int = 10,
+                     repeating: bool = True) -> list[interfaces.IJob]:
         return self._parts.view.upcoming(self._now(now), _limit(limit),
                                          repeating)
 
-    def expiredLeases(self, now=None, limit=10):
+    def expiredLeases(self, now: float | None = None,
+                      limit: int = 10) -> list[interfaces.IJob]:
         return self._parts.view.expired_leases(self._now(now), _limit(limit))
 
-    def hasJobsWaiting(self, now=None, queues=None):
+    def hasJobsWaiting(self, now: float | None = None,
+                       queues: str | Iterable[str] | None = None) -> bool:
         now = self._now(now)
         queues = check_queue_names(queues)
         if self._layout != LAYOUT:
             return True     # the claim that follows upgrades the data
         return self._parts.view.has_jobs_waiting(now, queues)
 
-    def isIdle(self, now=None, queues=None):
+    def isIdle(self, now: float | None = None,
+               queues: str | Iterable[str] | None = None) -> bool:
         now = self._now(now)
         queues = check_queue_names(queues)
         if self._layout != LAYOUT:
@@ -484,8 +531,9 @@ class TaskService(persistent.Persistent):
 
     # -- claims and leases ---------------------------------------------------
 
-    def claimNextJob(self, now=None, worker=None, lease=None, spread=False,
-                     queues=None):
+    def claimNextJob(self, now: float | None = None, worker: str | None = None,
+                     lease: float | None = None, spread: bool = False,
+                     queues: str | Iterable[str] | None = None) -> int | None:
         now = self._now(now)
         lease = check_lease_seconds(lease)
         queues = check_queue_names(queues)
@@ -493,8 +541,10 @@ class TaskService(persistent.Persistent):
         return self._parts.claims.claim_next(now, worker, lease, spread,
                                              queues=queues)
 
-    def claimJobs(self, now=None, count=1, worker=None, lease=None,
-                  spread=False, start=None, queues=None):
+    def claimJobs(self, now: float | None = None, count: int = 1,
+                  worker: str | None = None, lease: float | None = None,
+                  spread: bool = False, start: int | None = None,
+                  queues: str | Iterable[str] | None = None) -> list[int]:
         now = self._now(now)
         lease = check_lease_seconds(lease)
         queues = check_queue_names(queues)
@@ -503,38 +553,45 @@ class TaskService(persistent.Persistent):
         return self._parts.claims.claim_jobs(now, count, worker, lease,
                                              spread, start, queues)
 
-    def prefetch(self, jobids):
+    def prefetch(self, jobids: Iterable[int]) -> None:
         prefetch.jobs(self, jobids)
 
-    def heartbeat(self, jobid, token, now=None, seconds=None, started=True):
+    def heartbeat(self, jobid: int, token: int, now: float | None = None,
+                  seconds: float | None = None, started: bool = True) -> float:
         now = self._now(now)
         check_lease_seconds(seconds)
         return self._parts.claims.heartbeat(self._job(jobid), token, now,
                                             seconds, started)
 
-    def markStarted(self, jobid, token, now=None):
+    def markStarted(self, jobid: int, token: int,
+                    now: float | None = None) -> None:
         now = self._now(now)
         lease = check_lease(self._job(jobid), token)
         if lease.started is None:
             lease.started = now
 
-    def releaseClaim(self, jobid, token, now=None, delay=None):
+    def releaseClaim(self, jobid: int, token: int, now: float | None = None,
+                     delay: float | None = None) -> None:
         now = self._now(now)
         check_lease_seconds(delay)
         self._parts.claims.release(self._job(jobid), token, now, delay)
 
-    def taskMissing(self, jobid, token, reason, now=None):
+    def taskMissing(self, jobid: int, token: int, reason: str,
+                    now: float | None = None) -> str:
         now = self._now(now)
         job = self._job(jobid)
         self._parts.claims.task_missing(job, token, reason, now)
         return job.status
 
-    def checkLease(self, jobid, token):
+    def checkLease(self, jobid: int, token: int) -> Lease:
         return check_lease(self._job(jobid), token)
 
     # -- runs ----------------------------------------------------------------
 
-    def processNext(self, now=None, jobid=None, token=None, heartbeat=None):
+    def processNext(self, now: float | None = None, jobid: int | None = None,
+                    token: int | None = None,
+                    heartbeat: Callable[[], float | None] | None = None
+                    ) -> bool:
         fixed = now is not None
         now = self._now(now)
         parts = self._parts
@@ -559,14 +616,16 @@ class TaskService(persistent.Persistent):
                                                       fixed))
         return True
 
-    def process(self, now=None):
+    def process(self, now: float | None = None) -> None:
         # Returns None, as the reference package's did.
         now = self._now(now)
         while self.processNext(now):
             pass
 
-    def runClaimed(self, jobid, token, now=None, heartbeat=None,
-                   missing=False, middlewares=()):
+    def runClaimed(self, jobid: int, token: int, now: float | None = None,
+                   heartbeat: Callable[[], float | None] | None = None,
+                   missing: bool = False,
+                   middlewares: Iterable[Middleware] = ()) -> Outcome:
         fixed = now is not None
         now = self._now(now)
         job = self._job(jobid)
@@ -587,7 +646,8 @@ class TaskService(persistent.Persistent):
                               None if fixed else self.clock, missing,
                               middlewares)
 
-    def recordOutcome(self, jobid, token, outcome, release=False):
+    def recordOutcome(self, jobid: int, token: int, outcome: interfaces.IOutcome,
+                      release: bool = False) -> None:
         job = self._job(jobid)
         lease = check_lease(job, token)
         if release:
@@ -595,7 +655,7 @@ class TaskService(persistent.Persistent):
         job.log, job.progress = outcome.log, outcome.progress
         self._parts.transitions.conclude(job, outcome)
 
-    def outcomeFootprint(self, jobid):
+    def outcomeFootprint(self, jobid: int) -> set[bytes]:
         job = self._job(jobid)
         nodes = [job] + self._catalog.footprint(job)
         return {node._p_oid for node in nodes}
@@ -607,7 +667,7 @@ class TaskService(persistent.Persistent):
         if self._layout != LAYOUT:
             self.upgrade(now)
 
-    def upgrade(self, now=None):
+    def upgrade(self, now: float | None = None) -> bool:
         if self._layout == LAYOUT:
             return False
         from zodbtasks import migration
@@ -618,8 +678,10 @@ class TaskService(persistent.Persistent):
 
     # -- the workers' records (see `zodbtasks.registry`) ---------------------
 
-    def registerWorker(self, name, now, host, pid, every, tasks=(),
-                       queues=None):
+    def registerWorker(self, name: str, now: float, host: str, pid: int,
+                       every: float, tasks: Iterable[str] = (),
+                       queues: str | Iterable[str] | None = None
+                       ) -> WorkerRecord:
         now = checkMoment(now)
         tasks, queues = registry.check_registration(name, host, pid, every,
                                                     tasks, queues)
@@ -631,14 +693,20 @@ class TaskService(persistent.Persistent):
     def _worker(self, name):
         return None if self._workers is None else self._workers.get(name)
 
-    def workerSeen(self, name, now, jobs=None, jobsDone=None, counters=None):
+    def workerSeen(self, name: str, now: float,
+                   jobs: Iterable[int] | None = None,
+                   jobsDone: int | None = None,
+                   counters: Mapping[str, int] | None = None
+                   ) -> WorkerRecord | None:
         now = checkMoment(now)
         record = self._worker(name)
         if record is not None:
             record.renew(now, jobs, jobsDone, counters)
         return record
 
-    def workerStopped(self, name, now, jobsDone=None, counters=None):
+    def workerStopped(self, name: str, now: float, jobsDone: int | None = None,
+                      counters: Mapping[str, int] | None = None
+                      ) -> WorkerRecord | None:
         now = checkMoment(now)
         record = self._worker(name)
         if record is not None:
@@ -646,15 +714,15 @@ class TaskService(persistent.Persistent):
             record.stopped = now
         return record
 
-    def workers(self, now):
+    def workers(self, now: float) -> list[WorkerRecord]:
         checkMoment(now)
         return list(self._workers.values()) if self._workers else []
 
-    def liveWorkers(self, now):
+    def liveWorkers(self, now: float) -> list[WorkerRecord]:
         return [record for record in self.workers(now)
                 if record.state(now) == registry.LIVE]
 
-    def dropDeadWorkers(self, now, limit=100):
+    def dropDeadWorkers(self, now: float, limit: int = 100) -> list[str]:
         now = checkMoment(now)
         limit = _limit(limit)
         if not self._workers:
@@ -665,11 +733,11 @@ class TaskService(persistent.Persistent):
             del self._workers[name]
         return gone
 
-    def unservedTasks(self, now):
+    def unservedTasks(self, now: float) -> dict[str, int]:
         return registry.unserved_tasks(self.liveWorkers(now),
                                        self.jobCounts())
 
-    def unservedQueues(self, now):
+    def unservedQueues(self, now: float) -> dict[str, int]:
         return registry.unserved_queues(self.liveWorkers(now),
                                         self.queueCounts())
 

@@ -47,10 +47,16 @@ Only servers autostart: not Zope's scripts (``zconsole``, unless the
 ``ZODBTASKS_AUTOSTART=off``, not ``zodbtasks worker --zope-conf`` (see
 `autostartRefused`).
 """
+from __future__ import annotations
+
 import logging
 import os
 import sys
 import threading
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
 
 import transaction
 import zope.component
@@ -59,15 +65,24 @@ from zope.component.interfaces import ISite
 from zodbtasks import processor
 from zodbtasks.interfaces import ITaskService
 
+if TYPE_CHECKING:
+    from ZODB.DB import DB
+    from zope.processlifetime import IDatabaseOpened
+
+    from zodbtasks.paths import ServicePath
+
+#: A service's path: the keys from the database root to it.
+Path = tuple[str, ...]
+
 log = logging.getLogger('zodbtasks.startup')
 
 PRODUCT = 'zodbtasks'
 SITE_MANAGER = processor.SITE_MANAGER
 
-_state = {'database': None, 'configuration': None}
+_state: dict[str, Any] = {'database': None, 'configuration': None}
 
 
-def parseAutostart(text):
+def parseAutostart(text: str | None) -> list[tuple[str, str]]:
     """The (site, service) pairs of an ``autostart`` setting.
 
     >>> parseAutostart('site1@tasks, *@mail\\n  @root-tasks site2@*')
@@ -85,7 +100,7 @@ def parseAutostart(text):
     return pairs
 
 
-def configure(autostart=None, root=None):
+def configure(autostart: str | None = None, root: str | None = None) -> None:
     """Set the configuration in code, instead of the product configuration.
 
     ``configure()`` with no arguments goes back to the product configuration.
@@ -97,7 +112,7 @@ def configure(autostart=None, root=None):
                                    'root': root}
 
 
-def getConfiguration():
+def getConfiguration() -> dict[str, Any]:
     """The settings: from `configure`, else the product configuration.
 
     The product configuration is Zope's (``App.config``) when it has one for
@@ -142,13 +157,13 @@ def _switch(value, name):
     raise ValueError('%s is on or off, not %r' % (name, value))
 
 
-def disableAutostart(reason):
+def disableAutostart(reason: str) -> None:
     """Turn autostart off in this process (``zodbtasks worker
     --zope-conf``: a worker process starts no processor threads)."""
     _state['refused'] = reason
 
 
-def autostartRefused(configuration):
+def autostartRefused(configuration: Mapping[str, Any]) -> str | None:
     """Why this process must not autostart, or None if it may.
 
     Off when `disableAutostart` was called, when the environment variable
@@ -168,12 +183,12 @@ def autostartRefused(configuration):
     return None
 
 
-def getDatabase():
+def getDatabase() -> DB | None:
     """The database of the last database-opened event, or None."""
     return _state['database']
 
 
-def storeDBReference(db):
+def storeDBReference(db: DB | None) -> None:
     """Keep ``db`` as the application's database: `getDatabase` and
     ``zodbtasks.GLOBALDB`` give it (z3c.taskqueue's name). None forgets it.
     """
@@ -204,7 +219,7 @@ def _toStart(event):
     return specs, configuration.get('root')
 
 
-def databaseOpened(event):
+def databaseOpened(event: IDatabaseOpened) -> list[Path]:
     """Subscriber: keep the database, start the services to autostart."""
     settings = _toStart(event)
     if settings is None:
@@ -212,7 +227,8 @@ def databaseOpened(event):
     return startServices(event.database, *settings)
 
 
-def applicationRoot(root, path=None):
+def applicationRoot(root: Mapping[str, Any], path: ServicePath | None = None
+                    ) -> tuple[Path, Any]:
     """The keys and object of the application root below the database root.
     """
     if path:
@@ -300,10 +316,12 @@ def _servicesIn(keys, site, name):
     return found
 
 
-def findServices(root, specs, rootPath=None):
+def findServices(root: Mapping[str, Any], specs: Iterable[tuple[str, str]],
+                 rootPath: ServicePath | None = None
+                 ) -> list[tuple[Path, ITaskService]]:
     """(path, service) for every service that ``specs`` names, once each."""
     appKeys, app = applicationRoot(root, rootPath)
-    found = {}
+    found: dict[Path, ITaskService] = {}
     for site, name in specs:
         if site == '*':
             sites = [(appKeys, app)] + [
@@ -326,7 +344,8 @@ def findServices(root, specs, rootPath=None):
     return list(found.items())
 
 
-def startServices(db, specs, rootPath=None):
+def startServices(db: DB, specs: Iterable[tuple[str, str]],
+                  rootPath: ServicePath | None = None) -> list[Path]:
     """Start processing the services that ``specs`` name; return their paths.
     """
     def start(root):
@@ -370,7 +389,7 @@ lovelyLog = logging.getLogger('zodbtasks')
 ROOT_SITE = 'root'
 
 
-def getAutostartServiceNames():
+def getAutostartServiceNames() -> list[str]:
     """The entries of the ``autostart`` setting, as strings, in order
     (lovely.remotetask's name): ``['site1@tasks', '@main']``.
 
@@ -381,7 +400,7 @@ def getAutostartServiceNames():
     return ['%s@%s' % spec for spec in specs]
 
 
-def bootStrapSubscriber(event):
+def bootStrapSubscriber(event: IDatabaseOpened) -> None:
     """Subscriber, as lovely.remotetask's: keep the database of the
     database-opened ``event`` and start processing the services that the
     ``autostart`` setting names, by lovely.remotetask's rules (above).

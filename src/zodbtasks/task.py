@@ -1,4 +1,9 @@
 """Task utilities: the code that jobs run."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 from zope.interface import implementer
 
 from zodbtasks.interfaces import ITask
@@ -15,13 +20,13 @@ class TaskError(Exception):
 class SimpleTask:
     """Adapt a plain function of one argument, the input, into a task."""
 
-    def __init__(self, func):
+    def __init__(self, func: Callable[[Any], object]) -> None:
         self.func = func
 
-    def __call__(self, service, jobid, input):
+    def __call__(self, service: object, jobid: int, input: Any) -> object:
         return self.func(input)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<%s %r>' % (self.__class__.__name__, self.func)
 
 
@@ -33,6 +38,7 @@ class Retry(Exception):
     fails with ``message``.
     """
 
-    def __init__(self, message='the task asked to be retried', delay=None):
+    def __init__(self, message: str = 'the task asked to be retried',
+                 delay: float | None = None) -> None:
         super().__init__(message)
         self.delay = delay

@@ -17,6 +17,10 @@ against it:
 (The package's own test helpers -- servers on the loopback interface and
 such -- are in ``zodbtasks._testing``.)
 """
+from __future__ import annotations
+
+from typing import NoReturn
+
 from zope.interface import implementer
 
 from zodbtasks import interfaces
@@ -50,13 +54,13 @@ class TaskServiceStub(TaskService):
         except ValueError:
             raise ValueError('Task does not exist') from None
 
-    def cancel(self, jobid, now=None):
+    def cancel(self, jobid: int, now: float | None = None) -> None:
         try:
             self._job(jobid)
         except KeyError:
             self._now(now)      # a bad time is refused all the same
             return
-        return super().cancel(jobid, now)
+        super().cancel(jobid, now)
 
 
 @implementer(ITaskStub)
@@ -67,7 +71,8 @@ class ExceptionTask:
     that fails with something other than `TaskError`.
     """
 
-    def __init__(self, message='An error occurred.', exception=Exception):
+    def __init__(self, message: str = 'An error occurred.',
+                 exception: type[Exception] = Exception) -> None:
         if not (isinstance(exception, type)
                 and issubclass(exception, Exception)):
             raise TypeError('ExceptionTask raises an Exception subclass, not '
@@ -78,9 +83,9 @@ class ExceptionTask:
         self.message = message
         self.exception = exception
 
-    def __call__(self, service, jobid, input):
+    def __call__(self, service: object, jobid: int, input: object) -> NoReturn:
         raise self.exception(self.message)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return '<ExceptionTask raising %s(%r)>' % (
             self.exception.__name__, self.message)

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import threading
+from typing import Any
 
 from zodbtasks import startup
 from zodbtasks import threads
@@ -31,7 +32,8 @@ DEFAULT_GRACE = 10.0
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-_previous = {}      # signal -> the handler we chained to
+# signal -> the handler we chained to (what signal.getsignal gave)
+_previous: dict[int, Any] = {}
 
 
 def grace(configuration=None):

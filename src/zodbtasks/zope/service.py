@@ -21,7 +21,9 @@ _READABLE = {'id': 1, 'title': 1, 'meta_type': 1, 'zmi_icon': 1,
              'icon': 1}
 
 
-class TaskService(SimpleItem, core.TaskService):
+# OFS's Item computes __name__ from the id, where the core service has
+# __name__ None (ILocation's); the item's wins, as it comes first.
+class TaskService(SimpleItem, core.TaskService):  # type: ignore[misc]
     """A zodbtasks service that lives in a Zope folder.
 
     Everything a `zodbtasks.service.TaskService` does, plus what Zope asks
@@ -32,9 +34,11 @@ class TaskService(SimpleItem, core.TaskService):
     meta_type = 'zodbtasks Task Service'
     zmi_icon = 'fas fa-tasks'
     title = ''
-    __allow_access_to_unprotected_subobjects__ = _READABLE
+    # Item's is 1 (everything); a mapping of names narrows it.
+    __allow_access_to_unprotected_subobjects__ = _READABLE  # type: ignore[assignment]
 
-    manage_options = (
+    # One tab more than SimpleItem's tuple of two.
+    manage_options = (  # type: ignore[assignment]
         {'label': 'Jobs', 'action': 'manage_jobs'},
     ) + SimpleItem.manage_options
 

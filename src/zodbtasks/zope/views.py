@@ -10,6 +10,7 @@ change, escaped values) apply as they do outside Zope.
 import io
 import threading
 import urllib.parse
+from typing import TYPE_CHECKING
 
 from Products.Five.browser import BrowserView
 from zope.interface import implementer
@@ -17,7 +18,13 @@ from zope.publisher.interfaces import IPublishTraverse
 
 from zodbtasks.zope.service import servicePath
 
-_dashboards = {}     # (database, keys) -> Dashboard, for a stable secret
+if TYPE_CHECKING:
+    from ZODB.DB import DB
+
+    from zodbtasks.dashboard import Dashboard
+
+# (database, keys) -> Dashboard, for a stable secret
+_dashboards: 'dict[tuple[DB, tuple[str, ...]], Dashboard]' = {}
 _lock = threading.Lock()
 
 

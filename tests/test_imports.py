@@ -22,7 +22,7 @@ LAYERS = [
     # 0: foundations -- no knowledge of jobs' storage or of the service.
     ['interfaces', 'keys', '_calendar', 'schedule', '_trees', 'counts',
      'listing', 'queues', 'limits', 'events', 'task', 'writes', 'paths',
-     'doorbell'],
+     'doorbell', 'records'],
     # 1: the job model and what runs with a job.
     ['job', 'context', 'middleware', 'settings', 'registry', 'decorators'],
     # 2: the persistent indexes.

@@ -12,13 +12,15 @@ from typing import TypedDict
 from typing import TypeGuard
 from typing import cast
 
-import persistent
 from zope.interface import implementer
 
 from zodbtasks import interfaces
 from zodbtasks import limits
 from zodbtasks import queues
 from zodbtasks import schedule
+from zodbtasks.records import CompactRecord
+from zodbtasks.records import compact
+from zodbtasks.records import expand
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -285,7 +287,7 @@ def checkOptions(options: Mapping[str, object],
             known[name][1](name, value)
 
 
-class Lease(persistent.Persistent):
+class Lease(CompactRecord):
     """A worker's claim on a job, valid until ``expires``.
 
     It is an object of its own so that a heartbeat, which extends it from
@@ -323,6 +325,7 @@ class Lease(persistent.Persistent):
         # the run began (``started``) may write a lease at once: keep both.
         # Any other difference is a real conflict, above all a revocation:
         # it was decided on a view that the other commit made stale.
+        old, committed, new = expand(old), expand(committed), expand(new)
         if committed.get('revoked') or new.get('revoked'):
             raise ValueError('a revoked lease was written meanwhile')
         merged = dict(new)
@@ -338,11 +341,11 @@ class Lease(persistent.Persistent):
         starts = [s for s in (committed.get('started'), new.get('started'))
                   if s is not None]
         merged['started'] = min(starts) if starts else None
-        return merged
+        return compact(type(self), merged)
 
 
 @implementer(interfaces.IJob)
-class Job(persistent.Persistent):
+class Job(CompactRecord):
     """A request to run a task once, as soon as a worker can."""
 
     output = None

@@ -77,7 +77,7 @@ class _PersistentFinder(pickle.Pickler):
 def job_state(job):
     """A job's state but for what a task tells it (log and progress), as
     bytes: a change to an attribute, in place or not, changes them."""
-    state = dict(job.__getstate__())
+    state = job.namedState()
     state.pop('log', None)
     state.pop('progress', None)
     out = io.BytesIO()

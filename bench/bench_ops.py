@@ -37,7 +37,7 @@ service's. Before timing, the smallest size is checked: every page of
     before the counts: the peer of the count rows, measured in the same run.
 ``scan page``
     a page of 100 failed jobs found by reading every job
-    (``service._scanJobs``, what `listJobs` does until the listings of an
+    (``zodbtasks.catalog.scan``, what `listJobs` does until the listings of an
     older layout are built, and what the list page did before them): the
     peer of the page rows.
 
@@ -66,6 +66,7 @@ import zodbtasks  # noqa: E402
 from zodbtasks import admin  # noqa: E402
 from zodbtasks import cli  # noqa: E402
 from zodbtasks import interfaces  # noqa: E402
+from zodbtasks.catalog import scan  # noqa: E402
 from zodbtasks.dashboard import make_app  # noqa: E402
 
 TASKS = ('mail', 'report', 'resize')
@@ -104,8 +105,9 @@ def fill(path, size, per=20000, seed=0):
                     status = ('completed' if share < 0.8 else
                               'error' if share < 0.9 else 'cancelled')
                     # What the end of a run (or a cancel) does to a job.
-                    service._unindex(job)
-                    service._finish(job, status, now + STEP / 2)
+                    service._indexes.unindex(job)
+                    service._parts.transitions.finish(job, status,
+                                                      now + STEP / 2)
             conn = None
             db.cacheMinimize()
             done += n
@@ -144,8 +146,8 @@ def check(path):
                     continue
                 assert len(listed) == len(set(listed)), (status, task)
                 assert set(listed) == {j.id for j in want}, (status, task)
-                scanned = service._scanJobs(
-                    interfaces.LISTING_ORDER if status is None
+                scanned = scan(
+                    service.jobs, interfaces.LISTING_ORDER if status is None
                     else (status,), task, None, len(jobs) + 1, None)[0]
                 assert listed == [j.id for j in scanned], (status, task)
         conn.close()
@@ -163,7 +165,7 @@ def fullScan(db, service):
 
 
 def scanPage(db, service):
-    return service._scanJobs(('error',), None, None, 100, None)
+    return scan(service.jobs, ('error',), None, None, 100, None)
 
 
 def _get(url):

@@ -44,18 +44,40 @@ NUMBER = {name: n for n, name in enumerate(FIELDS)}
 
 _MISSING = object()
 _EMPTY = (None, 0, False, (), '')
+_EMPTY_TYPES = frozenset(map(type, _EMPTY))
 
 
 def compact(cls, state):
     """``state`` (by attribute name) as a record of ``cls`` stores it."""
+    empty = _empty_defaults(cls)
+    number = NUMBER
     stored = {}
     for name, value in state.items():
-        default = getattr(cls, name, _MISSING)
-        if type(default) is type(value) and default == value \
-                and value in _EMPTY:
+        default = empty.get(name, _MISSING)
+        if default is not _MISSING and type(default) is type(value) \
+                and default == value:
             continue        # the class gives it back when loaded
-        stored[NUMBER.get(name, name)] = value
+        stored[number.get(name, name)] = value
     return stored
+
+
+_EMPTY_DEFAULTS: 'dict[type, dict[str, object]]' = {}
+
+
+def _empty_defaults(cls):
+    """{name: default} of the attributes whose default on ``cls`` is empty
+    (None, 0, False, an empty tuple or string)."""
+    found = _EMPTY_DEFAULTS.get(cls)
+    if found is None:
+        found = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if type(value) in _EMPTY_TYPES and value in _EMPTY:
+                    found[name] = value
+                else:
+                    found.pop(name, None)
+        _EMPTY_DEFAULTS[cls] = found
+    return found
 
 
 def expand(state):

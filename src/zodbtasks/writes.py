@@ -11,6 +11,8 @@ import pickle
 
 import persistent
 
+from zodbtasks.records import NUMBER
+
 
 def written_oids(conn):
     """The oids that the connection's transaction would write, so far."""
@@ -77,12 +79,21 @@ class _PersistentFinder(pickle.Pickler):
 def job_state(job):
     """A job's state but for what a task tells it (log and progress), as
     bytes: a change to an attribute, in place or not, changes them."""
-    state = job.namedState()
-    state.pop('log', None)
-    state.pop('progress', None)
+    state = dict(job.__getstate__())
+    for name in _TOLD:
+        state.pop(name, None)
     out = io.BytesIO()
-    _ByOid(out, 3).dump(sorted(state.items()))
+    _ByOid(out, 3).dump(sorted(state.items(), key=_byName))
     return out.getvalue()
+
+
+#: What a task tells its job, under the names or numbers a job stores them
+#: by (see `zodbtasks.records`).
+_TOLD = ('log', 'progress', NUMBER['log'], NUMBER['progress'])
+
+
+def _byName(item):
+    return str(item[0])
 
 
 def rebound(outcome, conn):

@@ -361,7 +361,11 @@ def main(argv=None):
                         'run, for comparison')
     parser.add_argument('--json', metavar='PATH',
                         help='also write the rows to PATH as JSON')
+    parser.add_argument('--quick', action='store_true',
+                        help='100 jobs, 1 ZEO worker, no peer: that it works')
     args = parser.parse_args(argv)
+    if args.quick:
+        args.jobs, args.processes, args.no_huey = 100, '1', True
     rows = []
     workdir = tempfile.mkdtemp(prefix='zodbtasks-bench-')
     windows = [int(n) for n in args.window.split(',') if n]

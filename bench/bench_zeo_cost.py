@@ -111,7 +111,11 @@ def main(argv=None):
     parser.add_argument('--one', metavar='SRC', help=argparse.SUPPRESS)
     parser.add_argument('--json', metavar='PATH',
                         help='also write the runs to PATH as JSON')
+    parser.add_argument('--quick', action='store_true',
+                        help='200 jobs, 1 worker, 1 run: that it works')
     args = parser.parse_args(argv)
+    if args.quick:
+        args.jobs, args.processes, args.runs = 200, 1, 1
     if args.one:
         print(json.dumps(drain(os.path.abspath(args.one), args.jobs,
                                args.processes, args.poll)))

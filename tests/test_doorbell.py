@@ -174,3 +174,22 @@ def test_a_worker_process_wakes_for_a_job_added_by_another_client(
             assert stopWorkers(workers) == [0]
     finally:
         closeClient(db, tm, conn)
+
+
+def test_a_ring_that_finds_nothing_keeps_the_time_of_the_next_poll(
+        db, monkeypatch):
+    # Workers woken by one commit must not poll in step afterwards: the
+    # first of them would take every job that comes due by time alone.
+    from zodbtasks import processor as module
+    worker = SimpleProcessor(db, 'tasks', waitTime=10)
+    waits = []
+
+    class Bell:
+        def wait(self, timeout):
+            waits.append(timeout)
+    worker._bell = Bell()
+    clock = iter([100.0, 103.0, 109.5, 111.0])
+    monkeypatch.setattr(module.time, 'monotonic', lambda: next(clock))
+    for _ in range(4):
+        worker._idle()
+    assert waits == [10, 7, 0.5, 10]

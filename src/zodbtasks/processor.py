@@ -67,6 +67,7 @@ whole rule is in `zodbtasks.runclaimed`.
 import logging
 import queue
 import threading
+import time
 
 from zodbtasks import doorbell
 from zodbtasks.heartbeats import Heartbeats
@@ -212,6 +213,7 @@ class SimpleProcessor:
         # Set when a job may have become due (`zodbtasks.doorbell`), when a
         # thread has an outcome to record, and on stop.
         self._bell = threading.Event()
+        self._nextPoll = None      # when an idle loop looks again at the latest
         self._stopRequested = False
         self._tokens = {}          # jobid -> Claim, claimed not run
         interval = (None if heartbeatInterval == 'auto'
@@ -363,6 +365,7 @@ class SimpleProcessor:
                 continue
             failures = 0
             if claimed:
+                self._nextPoll = None
                 self._runBatch(claimed)
                 if len(claimed) < self._batch and self._batch > 1:
                     self._linger()
@@ -370,7 +373,17 @@ class SimpleProcessor:
                     and self.isIdle():
                 break
             else:
-                self._bell.wait(self.waitTime)
+                self._idle()
+
+    def _idle(self):
+        """Wait for the doorbell or for the next poll. A ring that found
+        nothing due leaves the time of the next poll as it was: workers that
+        one commit woke would otherwise poll in step, and the first of them
+        would take every job that comes due by time alone."""
+        now = time.monotonic()
+        if self._nextPoll is None or now >= self._nextPoll:
+            self._nextPoll = now + self.waitTime
+        self._bell.wait(self._nextPoll - now)
 
     def _runBatch(self, claimed):
         """Run the claims of a batch in order; give back the rest when the
@@ -516,6 +529,7 @@ class MultiProcessor(SimpleProcessor):
                 continue
             failures = 0
             if claimed:
+                self._nextPoll = None
                 with self._changed:
                     self._busy += len(claimed)
                 for claim in claimed:
@@ -531,7 +545,7 @@ class MultiProcessor(SimpleProcessor):
             # A thread with an outcome to record wakes the loop, and so
             # does the doorbell.
             if not len(self._unrecorded) and self._going():
-                self._bell.wait(self.waitTime)
+                self._idle()
 
     def _drain(self, work):
         """The claims still waiting for a thread."""

@@ -8,6 +8,8 @@ from zodbtasks.job import Lease
 from zodbtasks.keys import time_bound
 from zodbtasks.lease_index import SHARD_MASK
 from zodbtasks.lease_index import LeaseIndex
+from zodbtasks.lease_index import first_key
+from zodbtasks.lease_index import new_tree
 from zodbtasks.queues import PLACEHOLDER
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,3 +63,72 @@ def test_every_tree_gets_its_placeholder_whatever_it_holds(service):
     LeaseIndex(service).ensure_placeholders()
     assert all(tree[0] == PLACEHOLDER for tree in trees)
     assert (trees[1][1], trees[2][5]) == (7, 8)
+
+
+def test_the_first_key_is_the_smallest_but_the_placeholder():
+    tree = new_tree()
+    assert first_key(tree) is None
+    tree[5], tree[1] = 8, 7
+    assert first_key(tree) == 1
+
+
+def test_a_lease_filed_on_the_last_key_of_now_s_millisecond_runs_out(
+        service):
+    jobid = claimed(service, 1, worker='w', seconds=9)      # ends at 10
+    job = service.jobs[jobid]
+    leases = LeaseIndex(service)
+    leases.drop(job.lease)
+    # The largest key of the millisecond of 10, in the shard it names.
+    key = time_bound(10)
+    service._leases[key & SHARD_MASK][key] = jobid
+    job.lease.key = key
+    assert list(leases.expired(10)) == [job]
+    assert job.lease.revoked and key not in service._leases[key & SHARD_MASK]
+
+
+def test_the_entry_of_a_job_removed_since_is_dropped(service):
+    jobid = claimed(service, 1, seconds=9)
+    lease = service.jobs[jobid].lease
+    del service.jobs[jobid]                     # gone, its entry left
+    assert list(LeaseIndex(service).expired(1000)) == []
+    assert lease.key not in service._leases[lease.key & SHARD_MASK]
+    assert not lease.revoked
+
+
+def filed(service, shard, expires):
+    """A claimed job whose lease ends at ``expires``, filed in ``shard``."""
+    jobid = claimed(service, 0, seconds=1)
+    lease = service.jobs[jobid].lease
+    leases = LeaseIndex(service)
+    leases.drop(lease)
+    lease.expires = expires
+    leases.add(lease, jobid, shard)
+    return service.jobs[jobid]
+
+
+def test_expired_leases_behind_entries_passed_over_are_found(service):
+    ended = filed(service, 3, 5)
+    extended = filed(service, 3, 6)
+    lost = filed(service, 3, 7)
+    ended.lease = None                       # its run ended: entry stale
+    extended.lease.expires = 50              # a heartbeat extended it
+    assert list(LeaseIndex(service).expired(10)) == [lost]
+    # The extended lease is filed again by its new end.
+    assert list(LeaseIndex(service).live()) == [
+        (extended.lease.key, extended.id)]
+    assert extended.lease.key & SHARD_MASK == 3
+
+
+def test_a_lease_ending_later_in_now_s_millisecond_holds_up_its_tree_only(
+        service):
+    later = filed(service, 0, 10.0008)
+    lost = filed(service, 5, 9)
+    assert list(LeaseIndex(service).expired(10.0002)) == [lost]
+    assert not later.lease.revoked
+    assert list(LeaseIndex(service).expired(10.0008)) == [later]
+
+
+def test_a_lease_runs_out_at_its_end(service):
+    job = filed(service, 2, 10)
+    assert list(LeaseIndex(service).expired(9.9)) == []
+    assert list(LeaseIndex(service).expired(10)) == [job]

@@ -25,7 +25,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'src'))
 
 import persistent  # noqa: E402
-import transaction  # noqa: E402
 import ZODB  # noqa: E402
 import ZODB.FileStorage  # noqa: E402
 import zope.component  # noqa: E402

@@ -86,6 +86,30 @@ def test_with_misfire_skip_a_run_later_than_the_grace_is_skipped():
     assert in_grace.run and in_grace.action is None
 
 
+# The decisions in full: each field is what the docstring of `Misfire`
+# says, so that a caller may read any of them.
+
+def test_a_late_run_that_missed_no_time_runs_and_counts_nothing():
+    job = every(60)
+    assert lifecycle.misfire(job, 30) == lifecycle.Misfire(
+        run=True, missed=0, action=None, counted=False, following=60,
+        replay_from=None)
+
+
+def test_a_skipped_run_is_told_not_to_run_and_is_counted():
+    job = every(60, misfire='skip', misfireGrace=10)
+    assert lifecycle.misfire(job, 130) == lifecycle.Misfire(
+        run=False, missed=3, action='skipped', counted=True, following=180,
+        replay_from=None)
+
+
+def test_a_replay_leaves_its_next_time_to_be_worked_out():
+    job = every(60, misfire='all', catchUp=5)
+    assert lifecycle.misfire(job, 130) == lifecycle.Misfire(
+        run=True, missed=2, action='replaying', counted=False,
+        following=UNKNOWN, replay_from=0)
+
+
 def test_retries_and_runs_asked_for_now_never_misfire():
     for why in (RETRY, NOW):
         job = every(60, misfire='skip', misfireGrace=0)
@@ -204,11 +228,19 @@ def test_a_lost_lease_means_another_run_until_max_lost_leases():
     assert job.lostLeases == 2        # counting is the caller's
 
 
+def test_the_message_of_the_last_lost_lease_tells_both_reasons():
+    job = Job(1, 'echo', None)
+    job.maxLostLeases, job.lostLeases = 2, 1
+    assert lifecycle.lost_lease(job, lease()) == (
+        'the worker w lost its lease on this job at 100; runs of this job '
+        'lost their lease 2 times (maxLostLeases is 2)', True)
+
+
 def test_a_job_that_runs_at_most_once_fails_with_its_first_lost_lease():
     job = Job(1, 'echo', None)
     job.atMostOnce = True
-    message, fails = lifecycle.lost_lease(job, lease(worker=None))
-    assert fails and '(unnamed)' in message
+    assert lifecycle.lost_lease(job, lease(worker=None)) == (
+        'the worker (unnamed) lost its lease on this job at 100', True)
 
 
 def test_a_claim_given_back_goes_back_where_it_waited():
@@ -233,6 +265,40 @@ def test_a_cron_job_given_back_keeps_its_due_time_and_reason():
     job.paused = True
     assert lifecycle.give_back(job, (SCHEDULED, 1, None, 60), 70) == (
         interfaces.PAUSED, 60, None)
+
+
+def test_a_claim_given_back_keeps_the_reason_it_waited_for():
+    # A cron job claimed for a retry, or for a run asked for now, keeps
+    # that reason in the due tree: a retry does not count as a run.
+    for why in (RETRY, NOW):
+        job = every(60)
+        assert lifecycle.give_back(job, (SCHEDULED, 1, why, 60), 70) == (
+            interfaces.CRONJOB, 60, why)
+        job.paused = True
+        assert lifecycle.give_back(job, (SCHEDULED, 1, why, 60), 70) == (
+            interfaces.PAUSED, 60, why)
+
+
+def test_a_paused_job_given_back_waits_for_no_time():
+    job = Job(1, 'echo', None)
+    job.paused = True
+    assert lifecycle.give_back(job, (QUEUE, 12345, None, None), 50) == (
+        interfaces.PAUSED, None, None)
+    assert lifecycle.give_back(job, (SCHEDULED, 1, RETRY, 40), 50,
+                               delay=10) == (interfaces.PAUSED, None, RETRY)
+
+
+def test_a_delayed_job_waits_as_delayed_and_resumes_to_the_queue():
+    delayed = CronJob(1, 'echo', None, delay=30)
+    assert lifecycle.waiting_status(delayed) == interfaces.DELAYED
+    assert lifecycle.waiting_status(every(60)) == interfaces.CRONJOB
+    assert lifecycle.give_back(delayed, (SCHEDULED, 1, None, 30), 10) == (
+        interfaces.DELAYED, 30, None)
+
+
+def test_a_paused_job_resumes_to_what_it_was():
+    assert lifecycle.paused_from(every(60)) == interfaces.CRONJOB
+    assert lifecycle.paused_from(Job(1, 'echo', None)) == interfaces.QUEUED
 
 
 def test_a_missing_task_fails_the_job_after_the_timeout():

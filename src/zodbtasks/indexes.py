@@ -348,7 +348,7 @@ class Indexes:
             key=lambda head: (head[1] - start) % queues.LANES)
         return lane, key
 
-    def next_queued(self, names=None, spread=False, lane=None):
+    def next_queued(self, names, spread, lane):
         """The queued job to run next, left in its lane, or None. Stale
         entries found on the way are dropped."""
         while True:

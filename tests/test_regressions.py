@@ -4,63 +4,25 @@ import contextlib
 import http.client
 import threading
 
-import persistent.mapping
 import pytest
 import transaction
-import zope.component
 
 import zodbtasks
 from zodbtasks import writes
 from zodbtasks._testing import waitFor
 from zodbtasks.cli import main
-from zodbtasks.interfaces import ITask
 from zodbtasks.processor import SimpleProcessor
 
 WAIT = 30   # seconds before a test gives up waiting for a thread
 HOUR = 3600
 
 
-@contextlib.contextmanager
-def opened(db, commit=False):
-    """The service, in a connection and transaction of its own."""
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    tm.begin()
-    try:
-        yield conn.root()['app']['tasks']
-        if commit:
-            tm.commit()
-    finally:
-        tm.abort()
-        conn.close()
-
-
-@pytest.fixture
-def stored(db):
-    """A service stored at app/tasks in the database."""
-    with db.transaction() as conn:
-        conn.root()['app'] = persistent.mapping.PersistentMapping()
-        conn.root()['app']['tasks'] = zodbtasks.TaskService()
-    return db
-
-
-def register(name, func):
-    zope.component.provideUtility(func, ITask, name=name)
-
-
-def add(db, task, *inputs, **options):
-    with opened(db, commit=True) as service:
-        return [service.add(task, i, **options) for i in inputs]
-
-
-def ticking():
-    """A clock that moves on a little at every call."""
-    now = [1000.0]
-
-    def clock():
-        now[0] += 0.001
-        return now[0]
-    return clock
+# The helpers of the processor's tests.
+from test_processor import add  # noqa: E402
+from test_processor import opened  # noqa: E402
+from test_processor import register  # noqa: E402
+from test_processor import stored  # noqa: E402,F401 (a fixture)
+from test_processor import ticking  # noqa: E402
 
 
 def runDue(service, now):

@@ -188,3 +188,47 @@ def test_commands_import_no_web_stack_and_modules_no_deprecations():
     web, names = json.loads(done.stdout.splitlines()[-1])
     assert web == []
     assert 'zodbtasks.dashboard' in names and 'zodbtasks.cli' in names
+
+
+def _leftover_conflict_lines(text):
+    """Line numbers of what a merge leaves behind: its markers, and a line
+    of seven '=' that is neither over nor under a heading of its length."""
+    lines = text.splitlines()
+    found = []
+    for n, line in enumerate(lines):
+        if line.startswith(('<<<<<<< ', '>>>>>>> ')) or line == '|||||||':
+            found.append(n + 1)
+        elif line == '=' * 7:
+            before = lines[n - 1] if n else ''
+            after = lines[n + 1] if n + 1 < len(lines) else ''
+            heading = any(0 < len(other.strip()) <= 7 and set(other) != {'='}
+                          for other in (before, after))
+            if not heading:
+                found.append(n + 1)
+    return found
+
+
+def test_the_conflict_check_tells_a_leftover_from_a_heading():
+    assert _leftover_conflict_lines('Retries\n=======\n\ntext\n') == []
+    assert _leftover_conflict_lines('=======\nChanges\n=======\n') == []
+    assert _leftover_conflict_lines('a sentence.\n=======\nA title\n'
+                                    '=======\n') == []
+    assert _leftover_conflict_lines('the end of a paragraph.\n=======\n'
+                                    'A longer title\n==============\n') == [2]
+    assert _leftover_conflict_lines('<<<<<<< HEAD\nx\n>>>>>>> other\n') \
+        == [1, 3]
+
+
+def test_no_text_file_holds_what_a_merge_left_behind():
+    names = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    if names.returncode:
+        pytest.skip('not a git checkout: %s' % names.stderr.strip())
+    leftovers = {}
+    for name in names.stdout.split():
+        if name.endswith(('.rst', '.py', '.cfg', '.toml', '.sh', '.txt',
+                          '.in', '.zcml', '.pt', '.html', '.css', '.js')):
+            text = (ROOT / name).read_text(encoding='utf-8')
+            if _leftover_conflict_lines(text):
+                leftovers[name] = _leftover_conflict_lines(text)
+    assert leftovers == {}

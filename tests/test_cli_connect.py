@@ -201,3 +201,16 @@ def test_nothing_imports_cli():
             else:
                 continue
             assert 'zodbtasks.cli' not in names, name
+
+
+def test_a_plain_path_keeps_as_many_objects_as_its_uri_would(tmp_path):
+    import zodburi
+    path = str(tmp_path / 'x.fs')
+    from_uri = zodburi.resolve_uri('file://%s?create=1' % path)[1]
+    for spec in (path, 'file://' + path):
+        db = connect.open_database(spec, create=True)
+        try:
+            assert db.getCacheSize() == from_uri['cache_size'] \
+                == connect.PATH_CACHE_SIZE
+        finally:
+            db.close()

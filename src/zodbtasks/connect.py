@@ -47,6 +47,14 @@ log = logging.getLogger('zodbtasks.connect')
 ACCEPTED = ('a URI (file://, zeo://, memory://, zconfig://, postgres://, '
             '...), a .conf or a .fs path')
 
+#: Objects kept per connection for a database named by a plain ``.fs``
+#: path: what zodburi gives a URI that does not say (its default
+#: ``connection_cache_size``), where ``ZODB.DB`` alone would keep 400. A
+#: worker's claims keep the 256 shards of the job mapping, the lanes, the
+#: lease trees and the jobs in flight in use, some 400 objects: with a
+#: cache of 400 it reloads about one shard for every two jobs it claims.
+PATH_CACHE_SIZE = 10000
+
 # The longest path an AF_UNIX socket can have on Linux, less a margin.
 _MAX_SOCKET_PATH = 100
 
@@ -213,7 +221,9 @@ def open_database(spec: str, pool_size: int | None = None,
     path (``.fs``). ``read_only`` opens FileStorage files read-only (see
     the module's docstring); ``create`` allows a new FileStorage file.
     ``connect_timeout`` is how long a ZEO client waits for its server
-    before an operation fails (ZEO's own default: 30 s).
+    before an operation fails (ZEO's own default: 30 s). A plain path keeps
+    as many objects per connection as its ``file://`` URI would
+    (`PATH_CACHE_SIZE`).
     """
     import ZODB
     dbkw = {}
@@ -223,6 +233,7 @@ def open_database(spec: str, pool_size: int | None = None,
     elif spec.endswith('.fs') and '://' not in spec:
         path = spec
     if path is not None:
+        dbkw['cache_size'] = PATH_CACHE_SIZE
         path = os.path.abspath(os.path.expanduser(path))
         if not os.path.exists(path) and (read_only or not create):
             raise _no_such_file(spec)

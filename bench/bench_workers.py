@@ -21,9 +21,11 @@ should help.
 
 Scenarios:
 
-``FileStorage, 1 thread``
+``FileStorage, 1 thread, cache N``
     the jobs are added and run in one process, as an application server
-    with a processor thread does: a `SimpleProcessor` thread.
+    with a processor thread does: a `SimpleProcessor` thread, on a database
+    keeping N objects a connection (``--cache-size``: 400, ``ZODB.DB``'s
+    default, and 10,000, zodburi's and ``zodbtasks worker``'s).
 ``ZEO, N processes``
     a ZEO server (a process of its own on 127.0.0.1), the jobs added by
     this process, ``zodbtasks worker --threads 1 --spread`` processes (the
@@ -200,8 +202,9 @@ def newService(db):
 
 
 def benchFileStorage(workdir, jobs, poll, timeout, drains=(False, True),
-                     **options):
-    """(enqueue s, total s, drain jobs/s) with a processor thread."""
+                     cache_size=400, **options):
+    """(enqueue s, total s, drain jobs/s) with a processor thread, on a
+    database keeping ``cache_size`` objects a connection."""
     import ZODB
     import ZODB.FileStorage
     from zodbtasks.processor import SimpleProcessor
@@ -211,7 +214,8 @@ def benchFileStorage(workdir, jobs, poll, timeout, drains=(False, True),
         for suffix in ('', '.index', '.lock', '.tmp'):
             if os.path.exists(path + suffix):
                 os.remove(path + suffix)
-        db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(path),
+                     cache_size=cache_size)
         try:
             newService(db)
             if drain:
@@ -359,6 +363,10 @@ def main(argv=None):
                         help="a source tree (e.g. an older checkout's src) "
                         'whose worker the storm also measures, in the same '
                         'run, for comparison')
+    parser.add_argument('--cache-size', default='400,10000',
+                        help='comma-separated cache sizes (objects a '
+                        'connection) of the in-process FileStorage rows; '
+                        "400 is ZODB.DB's default, 10,000 zodburi's")
     parser.add_argument('--json', metavar='PATH',
                         help='also write the rows to PATH as JSON')
     parser.add_argument('--quick', action='store_true',
@@ -366,6 +374,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.processes, args.no_huey = 100, '1', True
+        args.cache_size = '400'
+    caches = [int(n) for n in args.cache_size.split(',') if n]
     rows = []
     workdir = tempfile.mkdtemp(prefix='zodbtasks-bench-')
     windows = [int(n) for n in args.window.split(',') if n]
@@ -374,10 +384,10 @@ def main(argv=None):
             _windowCurve(workdir, args, windows)
         if args.kills:
             _stormTable(workdir, args, windows)
-        if not args.no_filestorage:
-            rows.append(('FileStorage, 1 thread (in process)',) +
+        for cache in caches * (not args.no_filestorage):
+            rows.append(('FileStorage, 1 thread, cache %d' % cache,) +
                         benchFileStorage(workdir, args.jobs, args.poll,
-                                         args.timeout))
+                                         args.timeout, cache_size=cache))
             _show(rows[-1], args.jobs)
         for n in [int(n) for n in args.processes.split(',') if n]:
             rows.append(('ZEO, %d worker process%s' % (n, 'es' * (n > 1)),)
@@ -452,20 +462,34 @@ def main(argv=None):
 
 
 def _windowCurve(workdir, args, windows):
-    """The drain of a FileStorage backlog against the crash window."""
+    """The drain of a FileStorage backlog against the crash window, and
+    against huey's default drain measured in the same run."""
+    cache = max(int(n) for n in args.cache_size.split(',') if n)
+    peer = None
+    if not args.no_huey:
+        try:
+            import huey as _  # noqa: F401
+        except ImportError:
+            print('huey is not installed: pip install huey', file=sys.stderr)
+        else:
+            peer = benchHuey(workdir, args.jobs, args.timeout, False)[-1]
     print('Crash window (maxUnrecorded): drain of %d queued no-op jobs by '
-          'one in-process worker; a kill -9 re-runs at most window + 1 jobs'
-          % args.jobs)
-    print('%8s  %9s  %8s' % ('window', 'drain/s', 'vs 64'))
+          'one in-process worker, cache %d; a kill -9 re-runs at most '
+          'window + 1 jobs' % (args.jobs, cache))
+    if peer:
+        print("huey SqliteHuey's default (fsync=False) drained %.0f jobs/s "
+              'in the same run' % peer)
+    print('%8s  %9s  %8s  %8s' % ('window', 'drain/s', 'vs 64', 'vs huey'))
     rates = {}
     for window in windows:
         rates[window] = benchFileStorage(
             workdir, args.jobs, args.poll, args.timeout, drains=(True,),
-            maxUnrecorded=window)[0]
+            cache_size=cache, maxUnrecorded=window)[0]
     top = rates.get(64) or max(rates.values())
     for window in windows:
-        print('%8d  %9.0f  %7.2fx' % (window, rates[window],
-                                      rates[window] / top))
+        print('%8d  %9.0f  %7.2fx  %8s' % (
+            window, rates[window], rates[window] / top,
+            '%.2fx' % (rates[window] / peer) if peer else ''))
     print()
 
 

@@ -6,7 +6,8 @@ set -e
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 for script in bench_schedule bench_core bench_ops bench_size bench_memory \
-              bench_latency bench_workers bench_zeo_cost bench_scaling; do
+              bench_latency bench_workers bench_zeo_cost bench_scaling \
+              bench_enqueue; do
     echo "== bench/$script.py --quick"
     "$PYTHON" "bench/$script.py" --quick
 done

@@ -54,6 +54,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'src'))
 
+import persistent  # noqa: E402
 import transaction  # noqa: E402
 import zope.component  # noqa: E402
 
@@ -283,6 +284,74 @@ def benchZEO(workdir, jobs, processes, poll, timeout):
     return tuple(results)
 
 
+class _Record(persistent.Persistent):
+    """A job of the floor: task and status, nothing else."""
+
+    def __init__(self, task):
+        self.task = task
+        self.status = 'queued'
+        self.worker = None
+
+
+def benchFloor(workdir, jobs, window, cache_size=10000):
+    """Drain jobs/s of the least a durable ZODB queue does: a record per
+    job in a LOBTree and a queue LOBTree of job ids; a claim of ``window``
+    jobs writes their records and commits, each run is a transaction that
+    reads its record, and the outcomes are written with the next claim.
+    The commits are those of our worker with ``maxUnrecorded=window``
+    (one claim and one record per ``window`` jobs), the objects written per
+    job the fewest that any queue keeping a record per job can write (the
+    record twice), and nothing is counted, listed, leased or checked."""
+    import ZODB
+    import ZODB.FileStorage
+    from BTrees.LOBTree import LOBTree
+    path = os.path.join(workdir, 'floor.fs')
+    for suffix in ('', '.index', '.lock', '.tmp'):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(path), cache_size=cache_size)
+    try:
+        with db.transaction() as conn:
+            conn.root()['queue'] = queue = LOBTree()
+            conn.root()['records'] = records = LOBTree()
+        for start in range(0, jobs, 100):
+            with db.transaction() as conn:
+                queue, records = conn.root()['queue'], conn.root()['records']
+                for jobid in range(start, min(jobs, start + 100)):
+                    records[jobid] = _Record('noop')
+                    queue[jobid] = jobid
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        start = time.perf_counter()
+        ran = []
+        while True:
+            tm.begin()
+            queue, records = conn.root()['queue'], conn.root()['records']
+            for jobid in ran:
+                records[jobid].status = 'completed'
+            claimed = []
+            while queue and len(claimed) < max(1, window):
+                jobid = queue.minKey()
+                del queue[jobid]
+                records[jobid].status = 'processing'
+                records[jobid].worker = 'floor'
+                claimed.append(jobid)
+            tm.commit()
+            if not claimed:
+                break
+            ran = []
+            for jobid in claimed:
+                tm.begin()
+                noop(None, jobid, records[jobid].task)
+                tm.commit()
+                ran.append(jobid)
+        elapsed = time.perf_counter() - start
+        conn.close()
+    finally:
+        db.close()
+    return jobs / elapsed
+
+
 def benchHuey(workdir, jobs, timeout, fsync):
     """(enqueue s, total s, drain jobs/s) with a consumer process."""
     results = []
@@ -479,17 +548,22 @@ def _windowCurve(workdir, args, windows):
     if peer:
         print("huey SqliteHuey's default (fsync=False) drained %.0f jobs/s "
               'in the same run' % peer)
-    print('%8s  %9s  %8s  %8s' % ('window', 'drain/s', 'vs 64', 'vs huey'))
-    rates = {}
+    print('"floor": plain ZODB records with the same commits (see '
+          '`benchFloor`)')
+    print('%8s  %9s  %8s  %8s  %8s  %8s' % (
+        'window', 'drain/s', 'vs 64', 'vs huey', 'floor/s', 'vs floor'))
+    rates, floors = {}, {}
     for window in windows:
         rates[window] = benchFileStorage(
             workdir, args.jobs, args.poll, args.timeout, drains=(True,),
             cache_size=cache, maxUnrecorded=window)[0]
+        floors[window] = benchFloor(workdir, args.jobs, window, cache)
     top = rates.get(64) or max(rates.values())
     for window in windows:
-        print('%8d  %9.0f  %7.2fx  %8s' % (
+        print('%8d  %9.0f  %7.2fx  %8s  %8.0f  %7.2fx' % (
             window, rates[window], rates[window] / top,
-            '%.2fx' % (rates[window] / peer) if peer else ''))
+            '%.2fx' % (rates[window] / peer) if peer else '',
+            floors[window], rates[window] / floors[window]))
     print()
 
 

@@ -1164,6 +1164,39 @@ def test_what_a_task_changes_on_its_own_job_is_kept(stored):
             'assign', 'in place', 'assign']
 
 
+def test_a_task_that_sets_its_own_attribute_or_swaps_a_stored_object_keeps_it(
+        stored):
+    """Attributes a job does not know of, and references to other stored
+    objects, count as changes to the job as much as its own fields do."""
+    with stored.transaction() as conn:
+        app = conn.root()['app']
+        app['first'] = persistent.mapping.PersistentMapping(name='first')
+        app['second'] = persistent.mapping.PersistentMapping(name='second')
+
+    def swaps(service, jobid, input):
+        job = service.jobs[jobid]
+        if input == 'note':
+            job.note = 'noted'
+        else:
+            job.input = service._p_jar.root()['app']['second']
+        return input
+
+    register('swaps', swaps)
+    with stored.transaction() as conn:
+        service = conn.root()['app']['tasks']
+        first = conn.root()['app']['first']
+        ids = [service.add('swaps', 'note'), service.add('swaps', first),
+               service.add('swaps', 'note')]
+    SimpleProcessor(stored, 'app/tasks', waitTime=0.01, untilIdle=True,
+                    clock=ticking(), batchBelow=60)()
+    with opened(stored) as service:
+        jobs = [service.jobs[i] for i in ids]
+        assert [getattr(job, 'note', None) for job in jobs] == [
+            'noted', None, 'noted']
+        assert jobs[1].input['name'] == 'second'
+        assert [service.getStatus(i) for i in ids] == ['completed'] * 3
+
+
 def test_a_failing_task_whose_job_holds_odd_values_is_still_grouped(stored):
     """Values that never equal a copy of themselves (NaN here) do not make
     every failed run commit on its own."""

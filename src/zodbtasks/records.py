@@ -49,16 +49,32 @@ _EMPTY_TYPES = frozenset(map(type, _EMPTY))
 
 def compact(cls, state):
     """``state`` (by attribute name) as a record of ``cls`` stores it."""
-    empty = _empty_defaults(cls)
-    number = NUMBER
+    table = _TABLES.get(cls) or _table(cls)
     stored = {}
     for name, value in state.items():
-        default = empty.get(name, _MISSING)
-        if default is not _MISSING and type(default) is type(value) \
-                and default == value:
+        number, default = table.get(name) or (name, _MISSING)
+        if value is default or (default is not _MISSING
+                                and type(default) is type(value)
+                                and default == value):
             continue        # the class gives it back when loaded
-        stored[number.get(name, name)] = value
+        stored[number] = value
     return stored
+
+
+_TABLES: 'dict[type, dict[str, tuple[int, object]]]' = {}
+
+
+def _table(cls):
+    """{name: (number, default)} for the attributes of `FIELDS`, the
+    default being the class's if it is empty (None, 0, False, an empty
+    tuple or string), else `_MISSING`."""
+    empty = _empty_defaults(cls)
+    table = {name: (number, empty.get(name, _MISSING))
+             for name, number in NUMBER.items()}
+    for name, default in empty.items():
+        table.setdefault(name, (name, default))
+    _TABLES[cls] = table
+    return table
 
 
 _EMPTY_DEFAULTS: 'dict[type, dict[str, object]]' = {}

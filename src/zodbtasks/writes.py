@@ -14,6 +14,7 @@ import persistent
 from zodbtasks.records import NUMBER
 
 
+
 def written_oids(conn):
     """The oids that the connection's transaction would write, so far."""
     oids = {obj._p_oid for obj in conn._registered_objects}
@@ -79,21 +80,38 @@ class _PersistentFinder(pickle.Pickler):
 def job_state(job):
     """A job's state but for what a task tells it (log and progress), as
     bytes: a change to an attribute, in place or not, changes them."""
-    state = dict(job.__getstate__())
-    for name in _TOLD:
-        state.pop(name, None)
+    # The state as it would be stored (empty attributes left out, so that a
+    # job reloaded meanwhile has the same state), in the order of its keys:
+    # the numbers of `zodbtasks.records.FIELDS`, then any names.
+    state = job.__getstate__()
+    numbered = sorted((key, value) for key, value in state.items()
+                      if type(key) is int and key not in _TOLD)
+    named = sorted((key, value) for key, value in state.items()
+                   if type(key) is not int and key not in _TOLD)
     out = io.BytesIO()
-    _ByOid(out, 3).dump(sorted(state.items(), key=_byName))
+    _StateByOid(out, 3).dump((numbered, named))
     return out.getvalue()
 
 
-#: What a task tells its job, under the names or numbers a job stores them
+def _oid(oid):
+    return oid
+
+
+class _StateByOid(pickle.Pickler):
+    """Pickles stored persistent objects as their oids. The pickler asks
+    ``reducer_override`` only about objects that are not plain values (not
+    about ints, strings, tuples, lists and dicts), which keeps a job's state
+    quick to pickle."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, persistent.Persistent) and obj._p_oid is not None:
+            return _oid, (obj._p_oid,)
+        return NotImplemented
+
+
+#: What a task tells its job, under the numbers or names a job stores them
 #: by (see `zodbtasks.records`).
-_TOLD = ('log', 'progress', NUMBER['log'], NUMBER['progress'])
-
-
-def _byName(item):
-    return str(item[0])
+_TOLD = frozenset(['log', 'progress', NUMBER['log'], NUMBER['progress']])
 
 
 def rebound(outcome, conn):

@@ -362,6 +362,10 @@ def benchHuey(workdir, jobs, timeout, fsync):
 
 def _benchHuey(workdir, jobs, timeout, fsync, drain):
     path = os.path.join(workdir, 'huey-%d-%d.db' % (fsync, drain))
+    for suffix in ('', '-wal', '-shm', '-journal'):
+        # an earlier run's (the window curve measures huey too)
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
     os.environ['ZODBTASKS_BENCH_HUEY'] = path
     os.environ['ZODBTASKS_BENCH_HUEY_FSYNC'] = '1' if fsync else '0'
     # Enqueue through the module the consumer loads, so that the task has

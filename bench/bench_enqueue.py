@@ -4,7 +4,7 @@
 Run by hand from the repository root (it is not a test)::
 
     .venv/bin/python bench/bench_enqueue.py                 # 1, 2, 4, 8 adders
-    .venv/bin/python bench/bench_enqueue.py --adders 1,2 --jobs 2000
+    .venv/bin/python bench/bench_enqueue.py --adders 1,2 --jobs 4000
     .venv/bin/python bench/bench_enqueue.py --quick
 
 A ZEO server on a FileStorage (a process of its own, on 127.0.0.1) holds a
@@ -16,21 +16,15 @@ the cost of adding alone. Meanwhile the CPU time of the server and of the
 adders is read from /proc, so that each row also gives the CPU an add costs
 the server and an adder, and the conflicts the adders retried.
 
-The model printed under the table predicts N adders from the 1-adder row:
-an adder waits for its two round trips per commit (``tpc_begin`` ...
-``vote``, then ``tpc_finish``) and the server's work in them, so one adder
-reaches 1 / (adder CPU + server CPU + wait) per second. N adders overlap
-their waits until either the cores or the server's one thread run out:
-
-    rate(N) = min(N / t1, cores / (adder CPU + server CPU), 1 / server CPU,
-                  1 / lock)
-
-where t1 is the 1-adder time per add and ``lock`` the time the server
-holds its commit lock per commit (from the vote to the reply to
-``tpc_finish``, the FileStorage's fsync inside), which commits share with
-nobody: the server is run by ``_zeo_probe.py``, which measures it. On a
-machine with 2 cores the ``cores`` term binds from 2 adders on;
-``--cores`` prints the prediction for a bigger machine.
+The columns say what bounds the rate: the time the server holds its commit
+lock per commit (from the vote to the reply to ``tpc_finish``, the
+FileStorage's fsync inside), which no two commits share, so that N adders
+reach at most 1 / lock; the CPU an add costs the server and the adders,
+which grows with N, as the server tells every other client of each commit
+(an invalidation each) and every client reads what the others committed;
+and the cores that the adders, the server and other work kept busy (from
+``/proc``), which on a small machine run out first. The server is run by
+``_zeo_probe.py``, which measures the lock.
 """
 import argparse
 import os
@@ -50,6 +44,7 @@ import ZEO  # noqa: E402
 import bench_workers  # noqa: E402
 from bench_scaling import ProbedServer  # noqa: E402
 from bench_scaling import _read as read_probe  # noqa: E402
+from bench_scaling import machineBusy  # noqa: E402
 from zodbtasks._testing import waitFor  # noqa: E402
 
 
@@ -112,10 +107,13 @@ def run(workdir, adders, jobs):
                                 for out in outs), 120, 'the adders starting')
             before = probed(server, probe, 1)
             server_before = bench_workers.cpuSeconds(server.process.pid)
+            machine_before, start = machineBusy(), time.perf_counter()
             with open(go, 'w'):
                 pass
             for process in processes:
                 process.wait(600)
+            elapsed = time.perf_counter() - start
+            machine = machineBusy() - machine_before
             server_cpu = bench_workers.cpuSeconds(server.process.pid) \
                 - server_before
             after = probed(server, probe, 2)
@@ -128,7 +126,10 @@ def run(workdir, adders, jobs):
     # The server's CPU includes the adders' connecting and loading before
     # the go, a few ms in all: negligible beside thousands of commits.
     held = {k: after[k] - before.get(k, 0) for k in after}
+    ours = server_cpu + sum(cpu for _, _, cpu in results)
     return {'adders': adders,
+            'cores ours': ours / elapsed,
+            'cores others': max(0.0, machine - ours) / elapsed,
             'rate': jobs / max(seconds for seconds, _, _ in results),
             'lock ms': held['lock wall'] / max(1, held['lock holds']) * 1000,
             'fsync ms': held['fsync wall'] / max(1, held['fsyncs']) * 1000,
@@ -160,9 +161,6 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=2000,
                         help='jobs added in all, per row')
     parser.add_argument('--adders', default='1,2,4,8')
-    parser.add_argument('--cores', type=int, default=None,
-                        help='also predict for a machine with this many '
-                        'cores')
     parser.add_argument('--quick', action='store_true',
                         help='100 jobs, 1 and 2 adders: that it works')
     args = parser.parse_args(argv)
@@ -174,50 +172,33 @@ def main(argv=None):
         rows = [run(workdir, n, args.jobs) for n in counts]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    show(rows, args.jobs, args.cores)
+    show(rows, args.jobs)
 
 
-def show(rows, jobs, cores):
-    machine = os.cpu_count()
+def show(rows, jobs):
     print('%d no-op jobs added over ZEO, one per transaction, by N processes '
           'at once; %d CPUs; Python %s'
-          % (jobs, machine, sys.version.split()[0]))
+          % (jobs, os.cpu_count(), sys.version.split()[0]))
     print()
-    one = rows[0] if rows[0]['adders'] == 1 else None
-    header = ('adders', 'jobs/s', 'vs 1', 'server ms/add', 'adder ms/add',
-              'lock ms (fsync)', 'conflicts', 'predicted',
-              'measured/predicted')
+    one = rows[0]['rate']
+    header = ('adders', 'jobs/s', 'vs first', 'server ms/add',
+              'adders ms/add', 'lock ms (fsync)', '1/lock', 'conflicts',
+              'cores: ours', 'others')
     table = [header]
     for row in rows:
-        predicted = predict(one, row['adders'], machine) if one else None
         table.append((
             str(row['adders']), '%.0f' % row['rate'],
-            '%.2fx' % (row['rate'] / one['rate']) if one else '',
-            '%.3f' % row['server ms'], '%.3f' % row['adder ms'],
+            '%.2fx' % (row['rate'] / one), '%.3f' % row['server ms'],
+            '%.3f' % row['adder ms'],
             '%.2f (%.2f)' % (row['lock ms'], row['fsync ms']),
-            str(row['conflicts']),
-            '%.0f' % predicted if predicted else '',
-            '%.2f' % (row['rate'] / predicted) if predicted else ''))
+            '%.0f' % (1000 / row['lock ms']) if row['lock ms'] else '',
+            str(row['conflicts']), '%.2f' % row['cores ours'],
+            '%.2f' % row['cores others']))
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for n, r in enumerate(table):
         print('  '.join(c.rjust(w) for c, w in zip(r, widths)))
         if n == 0:
             print('  '.join('-' * w for w in widths))
-    if one and cores:
-        print()
-        print('Predicted on %d cores: %s' % (cores, ', '.join(
-            '%d adders %.0f/s' % (n, predict(one, n, cores))
-            for n in (1, 2, 4, 8, 16))))
-
-
-def predict(one, n, cores):
-    """Adds per second of ``n`` adders on ``cores`` cores, from the 1-adder
-    row ``one`` (see the module's docstring)."""
-    server = one['server ms'] / 1000
-    adder = one['adder ms'] / 1000
-    lock = one['lock ms'] / 1000
-    return min(n * one['rate'], cores / (adder + server), 1 / server,
-               1 / lock)
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ import logging
 import re
 import random
 import threading
+import time
 
 import persistent.mapping
 import pytest
@@ -602,6 +603,103 @@ def test_stopping_lets_the_job_in_hand_finish(stored, stopper):
         release.set()
         assert processing.stopProcessing(service, timeout=WAIT)
     assert statusOf(stored, jobid) == 'completed'
+
+
+SEVERAL = 3     # processors stopped together in the tests below
+
+
+def several(db, task, factory=SimpleProcessor):
+    """SEVERAL services (app/t0, app/t1, ...) with a job of ``task`` each,
+    their processors started from a connection left open; returns the
+    processors and the connection's transaction manager."""
+    with opened(db, commit=True) as service:
+        app = service._p_jar.root()['app']
+        for n in range(SEVERAL):
+            app['t%d' % n] = zodbtasks.TaskService()
+            app['t%d' % n].add(task, n)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    tm.begin()
+    procs = []
+    for n in range(SEVERAL):
+        service = conn.root()['app']['t%d' % n]
+        service.processorFactory = factory       # this copy only
+        service.processorArguments = {'waitTime': 0.01}
+        procs.append(processing.startProcessing(service, 'app/t%d' % n))
+    return procs, tm
+
+
+def test_stopping_several_processors_asks_them_all_before_waiting(stored):
+    """Each job ends only once every processor has been asked to stop: a
+    stop that waited for one thread before asking the next could not end
+    the first job, which would fail after WAIT."""
+    asked = []
+    everyone = threading.Event()
+    started = threading.Semaphore(0)
+
+    class Counted(SimpleProcessor):
+        def stop(self):
+            super().stop()
+            asked.append(self)
+            if len(set(asked)) == SEVERAL:
+                everyone.set()
+
+    def slow(service, jobid, input):
+        started.release()
+        assert everyone.wait(WAIT), 'not every processor was asked to stop'
+        return 'finished %s' % input
+
+    register('slow', slow)
+    procs, tm = several(stored, 'slow', Counted)
+    try:
+        for _ in procs:
+            assert started.acquire(timeout=WAIT)
+        assert processing.stopAll(WAIT, db=stored)
+        assert processing.running() == []
+    finally:
+        everyone.set()
+        processing.stopAll(WAIT)
+        tm.abort()
+    with opened(stored) as service:
+        app = service._p_jar.root()['app']
+        assert sorted(job.output for n in range(SEVERAL)
+                      for job in app['t%d' % n].jobs.values()) == [
+            'finished %d' % n for n in range(SEVERAL)]
+
+
+def test_several_processors_share_one_deadline_when_stopped(stored):
+    """Jobs that outlast the timeout: stopAll gives up after about the
+    timeout, not after the timeout once per processor.
+
+    A wall-clock bound, as the point is how long a stop waits. It cannot
+    fail by chance the wrong way: a wait per processor takes at least
+    SEVERAL * TIMEOUT (a join that times out never returns early), and one
+    shared deadline takes TIMEOUT plus the time to ask SEVERAL processors,
+    so the bound half a TIMEOUT below the first leaves 1.5 s to spare for
+    a slow machine."""
+    TIMEOUT = 1.0
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def stuck(service, jobid, input):
+        started.release()
+        assert release.wait(WAIT)
+        return input
+
+    register('stuck', stuck)
+    procs, tm = several(stored, 'stuck')
+    try:
+        for _ in procs:
+            assert started.acquire(timeout=WAIT)
+        began = time.monotonic()
+        assert processing.stopAll(TIMEOUT, db=stored) is False
+        took = time.monotonic() - began
+        assert TIMEOUT <= took < (SEVERAL - 0.5) * TIMEOUT, took
+        assert all(proc._stopRequested for proc in procs)
+    finally:
+        release.set()
+        assert processing.stopAll(WAIT)
+        tm.abort()
 
 
 def test_the_path_of_a_service_is_found_or_given(stored):

@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 import transaction
 import waitress
+from waitress import wasyncore
 import zope.component
 import ZEO
 
@@ -23,6 +24,11 @@ from zodbtasks._testing import LOOPBACK
 from zodbtasks._testing import Workers
 from zodbtasks._testing import ZEOServer
 from zodbtasks._testing import waitFor
+
+# An exception in a thread of the test (waitress's loop or task threads) is
+# a failure, not a warning in the summary.
+pytestmark = pytest.mark.filterwarnings(
+    'error::pytest.PytestUnhandledThreadExceptionWarning')
 
 GUIDE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), 'docs', 'workers.rst')
@@ -61,11 +67,20 @@ def post(url, **params):
 
 
 class Served:
-    """A WSGI application served by waitress on 127.0.0.1, in a thread."""
+    """A WSGI application served by waitress on 127.0.0.1, in a thread.
+
+    waitress's sockets belong to the thread of its loop: closed from another
+    thread (``server.close()``) while the loop waits on them, they fail the
+    loop's select() with EBADF, and a task thread that finishes a response
+    then writes to a closed trigger. So `__exit__` stops the task threads
+    first (they finish what they serve), then has the loop close every
+    socket of its map itself, which ends the loop.
+    """
 
     def __init__(self, app):
+        self.map = {}
         self.server = waitress.create_server(app, host=LOOPBACK, port=0,
-                                             threads=2)
+                                             threads=2, map=self.map)
         self.url = 'http://%s:%s' % (LOOPBACK, self.server.effective_port)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -74,9 +89,15 @@ class Served:
         return self
 
     def __exit__(self, *exc):
-        self.server.close()
+        dispatcher = self.server.task_dispatcher
+        dispatcher.shutdown(timeout=WAIT)
+        assert not dispatcher.threads
+        # Run by the loop, in its thread, when it reads the trigger.
+        self.server.trigger.pull_trigger(
+            lambda: wasyncore.close_all(self.map))
         self.thread.join(WAIT)
         assert not self.thread.is_alive()
+        assert not self.map
 
 
 def jobsOf(db):

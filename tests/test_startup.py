@@ -29,9 +29,11 @@ class Site(persistent.mapping.PersistentMapping):
 
 
 @pytest.fixture(autouse=True)
-def clean():
+def clean(db):
+    # Asks for the database, so that it is closed after this stops the
+    # processors that use it, not under their feet.
     yield
-    processor.stopAll(WAIT)
+    assert processor.stopAll(WAIT)
     startup.configure()
     startup.storeDBReference(None)
 

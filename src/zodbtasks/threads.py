@@ -15,6 +15,7 @@ and stop log lines are theirs too (``starting service tasks``, on the
 import atexit
 import logging
 import threading
+import time
 
 from zodbtasks.paths import APPLICATION
 from zodbtasks.paths import findServicePath
@@ -162,13 +163,26 @@ def isProcessing(service, path=None):
 
 
 def stopAll(timeout=None, db=None):
-    """Stop every processor thread (of ``db`` only, if given)."""
+    """Stop every processor thread (of ``db`` only, if given) after the
+    jobs in hand; return whether all ended.
+
+    All are asked to stop before any is waited for, and the waits share
+    one deadline: each thread gets up to ``timeout`` seconds from the moment
+    it was asked (None: until its jobs end), so that stopping N processors
+    takes as long as the slowest of them, not the sum.
+    """
     with _registryLock:
         entries = [(key, entry) for key, entry in _registry.items()
                    if db is None or key[0] is db]
     for _, entry in entries:
         entry.processor.stop()
-    return all([_stop(entry, timeout, key) for key, entry in entries])
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stopped = []
+    for key, entry in entries:
+        left = None if deadline is None else max(
+            0.0, deadline - time.monotonic())
+        stopped.append(_stop(entry, left, key))
+    return all(stopped)
 
 
 def running():

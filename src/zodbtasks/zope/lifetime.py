@@ -95,8 +95,8 @@ def uninstallSignalHandlers():
 
 def stopProcessors(seconds=None, why='the server stops'):
     """Stop every processor thread after the job in hand; wait up to
-    ``seconds`` (default: ``stop-grace``) for each. Returns whether all
-    stopped."""
+    ``seconds`` (default: ``stop-grace``) for all of them together (they
+    finish their jobs at the same time). Returns whether all stopped."""
     running = threads.running()
     if not running:
         return True
@@ -128,7 +128,7 @@ def _handler(signum, frame):
         seconds = grace()
     except ValueError:
         seconds = DEFAULT_GRACE
-    wait = seconds * max(1, len(threads.running())) + 5
+    wait = seconds + 5
     stopper = threading.Thread(target=stopProcessors,
                                kwargs={'why': signal.Signals(signum).name},
                                name='zodbtasks stopping', daemon=True)

@@ -3,7 +3,6 @@ import os
 import re
 import shutil
 import socket
-import threading
 
 import pytest
 from persistent.mapping import PersistentMapping
@@ -24,6 +23,7 @@ else:
     webtest = pytest.importorskip('webtest')
 
 from zodbtasks import dashboard  # noqa: E402
+from zodbtasks._testing import WaitressServer  # noqa: E402
 from zodbtasks.dashboard import auth  # noqa: E402
 from zodbtasks.dashboard import stats  # noqa: E402
 
@@ -988,27 +988,14 @@ def browser(tmp_path):
         shutil.rmtree(tmp_path / 'chromium', ignore_errors=True)
 
 
-class ServerThread:
-    """waitress serving an app on a free loopback port, in a thread."""
+class ServerThread(WaitressServer):
+    """waitress serving an app on a free loopback port, started at once;
+    its ``url`` ends with a slash."""
 
     def __init__(self, app):
-        from waitress.server import create_server
-        self.server = create_server(app, host='127.0.0.1', port=0, threads=2)
-        self.url = 'http://127.0.0.1:%s/' % self.server.effective_port
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            self.server.run()
-        except (OSError, ValueError):
-            pass                      # closed under the loop by stop()
-
-    def stop(self):
-        from waitress import wasyncore
-        self.server.task_dispatcher.shutdown()
-        wasyncore.close_all(self.server._map)
-        self.thread.join(10)
+        super().__init__(app)
+        self.url += '/'
+        self.start()
 
 
 def gone(element):

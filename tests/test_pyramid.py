@@ -6,22 +6,19 @@ section are run here, so that what the guide shows is what is tested.
 import doctest
 import json
 import os
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
 import transaction
-import waitress
-from waitress import wasyncore
 import zope.component
 import ZEO
 
 import zodbtasks
 from zodbtasks import threads
-from zodbtasks._testing import LOOPBACK
 from zodbtasks._testing import Workers
+from zodbtasks._testing import WaitressServer
 from zodbtasks._testing import ZEOServer
 from zodbtasks._testing import waitFor
 
@@ -66,38 +63,7 @@ def post(url, **params):
             return error.code, error.read().decode('utf-8', 'replace')
 
 
-class Served:
-    """A WSGI application served by waitress on 127.0.0.1, in a thread.
-
-    waitress's sockets belong to the thread of its loop: closed from another
-    thread (``server.close()``) while the loop waits on them, they fail the
-    loop's select() with EBADF, and a task thread that finishes a response
-    then writes to a closed trigger. So `__exit__` stops the task threads
-    first (they finish what they serve), then has the loop close every
-    socket of its map itself, which ends the loop.
-    """
-
-    def __init__(self, app):
-        self.map = {}
-        self.server = waitress.create_server(app, host=LOOPBACK, port=0,
-                                             threads=2, map=self.map)
-        self.url = 'http://%s:%s' % (LOOPBACK, self.server.effective_port)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        dispatcher = self.server.task_dispatcher
-        dispatcher.shutdown(timeout=WAIT)
-        assert not dispatcher.threads
-        # Run by the loop, in its thread, when it reads the trigger.
-        self.server.trigger.pull_trigger(
-            lambda: wasyncore.close_all(self.map))
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive()
-        assert not self.map
+Served = WaitressServer
 
 
 def jobsOf(db):

@@ -11,6 +11,7 @@ import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 
 LOOPBACK = '127.0.0.1'
@@ -245,3 +246,46 @@ class RestartableZEOServer(ZEOServer):
         if self.port is None:
             return super().start()
         return self._launch('the ZEO server listening on port %d again')
+
+
+class WaitressServer:
+    """A WSGI application served by waitress on 127.0.0.1, in a thread.
+
+    >>> with WaitressServer(app) as served:    # doctest: +SKIP
+    ...     urllib.request.urlopen(served.url)
+
+    waitress's sockets belong to the thread of its loop: closed from another
+    thread while the loop waits on them, they fail its select() with EBADF,
+    and a task thread that finishes a response then writes to a closed
+    trigger. So `stop` ends the task threads first (they finish what they
+    serve), then has the loop close every socket of its map itself, which
+    ends the loop.
+    """
+
+    def __init__(self, app, threads=2, timeout=60):
+        import waitress
+        self.map = {}
+        self.timeout = timeout
+        self.server = waitress.create_server(app, host=LOOPBACK, port=0,
+                                             threads=threads, map=self.map)
+        self.url = 'http://%s:%s' % (LOOPBACK, self.server.effective_port)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        from waitress import wasyncore
+        dispatcher = self.server.task_dispatcher
+        dispatcher.shutdown(timeout=self.timeout)
+        # Run by the loop, in its thread, when it reads the trigger.
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.map))
+        self.thread.join(self.timeout)
+        if self.thread.is_alive() or dispatcher.threads or self.map:
+            raise RuntimeError('waitress on %s did not stop' % self.url)
+
+    __enter__ = start
+
+    def __exit__(self, *exc):
+        self.stop()

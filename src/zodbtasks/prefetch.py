@@ -64,19 +64,18 @@ def queued(data, served, count, lane=None):
             if len(heads) >= count:
                 break
     jobs(data, (jobid for _, jobid in heads))
-    queued_listing(data, count, [queue.name for queue in served])
+    queued_listing(data, count)
 
 
-def queued_listing(data, count, names):
-    """Load the first buckets of the listings of the jobs queued in the
-    queues ``names``, which a claim of ``count`` jobs takes its jobs off:
-    other workers' claims wrote them since this connection read them."""
+def queued_listing(data, count):
+    """Load the first buckets of the listings of queued jobs, which a claim
+    of ``count`` jobs takes its jobs off: other workers' claims wrote them
+    since this connection read them."""
     jar = data._p_jar
     if data._listing is None or not _loadsAhead(jar):
         return
     _load(jar, data._listing)
-    trees = [tree for name in names for tree in listing.trees(
-        data._listing, interfaces.QUEUED, queue=name)]
+    trees = listing.trees(data._listing, interfaces.QUEUED)
     _load(jar, trees)
     # the claims of other workers may have left the first buckets part empty
     wanted = 2 * count // _BUCKET_ENTRIES + 2

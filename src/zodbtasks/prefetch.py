@@ -7,12 +7,7 @@ the trees. Elsewhere these functions do nothing. Nothing is changed.
 import heapq
 import itertools
 
-from zodbtasks import interfaces
-from zodbtasks import listing
 from zodbtasks import queues
-
-#: Entries in a bucket of an LLBTree once it has split (120 at most).
-_BUCKET_ENTRIES = 60
 
 
 def _loadsAhead(jar):
@@ -64,23 +59,6 @@ def queued(data, served, count, lane=None):
             if len(heads) >= count:
                 break
     jobs(data, (jobid for _, jobid in heads))
-    queued_listing(data, count)
-
-
-def queued_listing(data, count):
-    """Load the first buckets of the listings of queued jobs, which a claim
-    of ``count`` jobs takes its jobs off: other workers' claims wrote them
-    since this connection read them."""
-    jar = data._p_jar
-    if data._listing is None or not _loadsAhead(jar):
-        return
-    _load(jar, data._listing)
-    trees = listing.trees(data._listing, interfaces.QUEUED)
-    _load(jar, trees)
-    # the claims of other workers may have left the first buckets part empty
-    wanted = 2 * count // _BUCKET_ENTRIES + 2
-    _load(jar, [bucket for tree in trees
-                for bucket in _first_buckets(tree, wanted)])
 
 
 def _load(jar, objects):
@@ -97,16 +75,3 @@ def _first_bucket(tree):
     if state and len(state) == 2:
         return state[1]
     return None
-
-
-def _first_buckets(tree, n):
-    """Up to ``n`` of the first buckets of a BTree whose children are
-    buckets (the first of them only, for a deeper tree)."""
-    tree._p_activate()
-    state = tree.__getstate__()
-    if not state or len(state) != 2:
-        return []           # empty, or one bucket kept inside the tree
-    children = state[0][::2]
-    if type(children[0]) is not type(state[1]):
-        return [state[1]]   # the children are trees
-    return list(children[:n])

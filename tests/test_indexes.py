@@ -507,3 +507,25 @@ def test_a_taken_due_key_is_drawn_again_eight_times_before_probing(
     ix.schedule(a, 100)
     ix.schedule(b, 100)
     assert (a._indexKey, b._indexKey) == (time_key(100) | 5, time_key(100) | 9)
+
+
+def test_a_taken_key_of_the_unplaced_jobs_is_drawn_again(
+        service, monkeypatch):
+    a, b = (service.jobs[service.add('echo', n, now=0, startLater=True)]
+            for n in range(2))
+    bits = iter([7, 7, 8])
+    monkeypatch.setattr(random, 'getrandbits', lambda n: next(bits))
+    service._indexes.unplace(a)
+    service._indexes.unplace(b)
+    assert (a._indexKey, b._indexKey) == (7, 8)
+    assert list(service._unplaced.items()) == [(7, a.id), (8, b.id)]
+
+
+def test_a_taken_lane_key_goes_to_the_next_keeping_its_place(service):
+    first = file_in_lane(service, 4, order=1000)
+    second = file_in_lane(service, 4, order=1000)
+    key = queues.lane_key(4, 5, 1000)
+    assert service.jobs[first]._indexKey == key
+    assert service.jobs[second]._indexKey == key + 1
+    assert [service.claimNextJob(now=1) for _ in range(3)] == [
+        first, second, None]

@@ -491,7 +491,7 @@ def test_a_due_key_that_every_draw_finds_taken_is_probed_for(
     ix.schedule(b, 100)
     due = service._queues[queues.DEFAULT].due
     assert (a._indexKey, b._indexKey) == (time_key(100) | 5, time_key(100) | 6)
-    assert len(draws) == 1 + 8          # a's key; b's, and seven more
+    assert draws == [LOW_BITS] * (1 + 8)    # a's key; b's, and seven more
     assert list(due.items()) == [(a._indexKey, a.id), (b._indexKey, b.id)]
 
 
@@ -502,7 +502,11 @@ def test_a_taken_due_key_is_drawn_again_eight_times_before_probing(
     # a draws 5; b draws 5, and again 5 six times, then 9 on its eighth
     # draw: a key of its own, drawn, not probed for.
     bits = iter([5, 5] + [5] * 6 + [9])
-    monkeypatch.setattr(random, 'getrandbits', lambda n: next(bits))
+
+    def drawn(n):
+        assert n == LOW_BITS
+        return next(bits)
+    monkeypatch.setattr(random, 'getrandbits', drawn)
     ix = service._indexes
     ix.schedule(a, 100)
     ix.schedule(b, 100)
@@ -514,7 +518,11 @@ def test_a_taken_key_of_the_unplaced_jobs_is_drawn_again(
     a, b = (service.jobs[service.add('echo', n, now=0, startLater=True)]
             for n in range(2))
     bits = iter([7, 7, 8])
-    monkeypatch.setattr(random, 'getrandbits', lambda n: next(bits))
+
+    def drawn(n):
+        assert n == 63
+        return next(bits)
+    monkeypatch.setattr(random, 'getrandbits', drawn)
     service._indexes.unplace(a)
     service._indexes.unplace(b)
     assert (a._indexKey, b._indexKey) == (7, 8)

@@ -4,9 +4,17 @@ Most of these go through the service's API; those that need an index in a
 state the API reaches only by chance (a key on the edge of a millisecond, a
 job in a chosen lane, a stale entry) file it with the index's own methods.
 """
-import pytest
+import random
+import shutil
 
+import pytest
+import transaction
+import ZODB
+import ZODB.FileStorage
+
+import zodbtasks
 from zodbtasks import interfaces
+from zodbtasks import migration
 from zodbtasks import queues
 from zodbtasks.keys import LIMITED
 from zodbtasks.keys import LOW_BITS
@@ -16,8 +24,16 @@ from zodbtasks.keys import RETRY
 from zodbtasks.keys import SCHEDULED
 from zodbtasks.keys import time_bound
 from zodbtasks.keys import time_key
+from zodbtasks.job import MAX_NOW
+from zodbtasks.service import TaskService
 
 from test_counts import oldLayout
+from test_migration import T0 as OLD_T0
+from test_migration import localTime
+from test_migration import oldJob
+from test_migration import oldService
+from test_stored_data import DATA as STORED
+from test_stored_data import T0
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -165,6 +181,25 @@ def file_in_lane(service, lane, priority=5, order=1, queue=None):
     ix.set_status(job, interfaces.QUEUED)
     ix.index(QUEUE, job, queues.lane_key(lane, priority, order))
     return jobid
+
+
+def test_an_entry_left_in_a_lane_under_another_key_does_not_jump_the_queue(
+        service):
+    low = service.add('echo', now=0, priority=1)
+    high = service.add('echo', now=1, priority=5)
+    # An entry for ``low`` in the same index but under another key, at the
+    # top priority: the job waits elsewhere, so the entry is stale.
+    lane = service._queues[queues.DEFAULT].lanes[3]
+    assert lane.insert(queues.lane_key(3, 9, 1), low)
+    assert [service.claimNextJob(now=2) for _ in range(3)] == [
+        high, low, None]
+    assert queues.lane_key(3, 9, 1) not in lane
+
+
+def test_a_queue_made_when_a_job_first_names_it_knows_its_name(service):
+    service.add('echo', now=0, queue='fast')
+    made = service._queues['fast']
+    assert made.name == 'fast' and repr(made) == "<Queue 'fast'>"
 
 
 def test_a_spread_claim_takes_the_first_lane_from_its_start(service):
@@ -331,3 +366,174 @@ def test_finished_jobs_are_listed_by_the_time_of_their_end_not_the_clock(
 def test_a_job_with_a_time_to_live_has_one_entry_in_the_expiry_index(service):
     jobid = finished_at(service, 100.0, ttl=5)
     assert list(service._expiry.values()) == [jobid]
+
+
+# -- order keys: the clock orders jobs queued by different copies ---------------
+
+def open_copy(db):
+    """A new connection with its own transactions, and its copy of the
+    service: a copy that has queued nothing yet, as in another process."""
+    manager = transaction.TransactionManager()
+    conn = db.open(transaction_manager=manager)
+    return conn, manager, conn.root()['tasks']
+
+
+def test_jobs_queued_by_the_old_layout_and_now_are_ordered_by_their_time(
+        tmp_path, tasks):
+    # layout4.fs holds a job of the 'fast' queue at priority 0, queued at T0
+    # by the code of that time. Jobs queued now by a worker whose clock is a
+    # second behind, and one a second ahead, go before and after it: the
+    # keys count the same milliseconds as they did.
+    path = tmp_path / 'Data.fs'
+    shutil.copy(STORED, path)
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
+    conn, manager, service = open_copy(db)
+    try:
+        stored = conn.root()['ids']['urgent']
+        early = service.add('echo', now=T0 - 1, queue='fast', priority=0)
+        late = service.add('echo', now=T0 + 1, queue='fast', priority=0)
+        assert [service.claimNextJob(now=T0 + 2, queues=['fast'])
+                for _ in range(4)] == [early, stored, late, None]
+    finally:
+        manager.abort()
+        conn.close()
+        db.close()
+
+
+def test_jobs_queued_in_one_millisecond_by_other_copies_go_before_the_next(
+        db, tasks):
+    with db.transaction() as conn:
+        conn.root()['tasks'] = TaskService()
+    copies = []
+
+    def add_from_a_new_copy(now):
+        conn, manager, service = open_copy(db)
+        copies.append(conn)
+        jobid = service.add('echo', now=now)
+        manager.commit()
+        return jobid
+
+    # Jobs queued at 0.001 first, then jobs queued at 0 (the first
+    # millisecond of the epoch) by copies whose clocks are behind: only the
+    # clock orders them, and those of 0 run first. (Were the two
+    # milliseconds one, the first eight claimed would be those of 0 by a
+    # chance of 1 in 12,870.)
+    second = {add_from_a_new_copy(0.001) for _ in range(8)}
+    first = {add_from_a_new_copy(0) for _ in range(8)}
+    conn, manager, service = open_copy(db)
+    copies.append(conn)
+    claimed = [service.claimNextJob(now=1) for _ in range(16)]
+    assert set(claimed[:8]) == first and set(claimed[8:]) == second
+    manager.abort()
+    for copy in copies:
+        copy.close()
+
+
+def test_the_last_order_key_that_fits_is_given_and_the_next_refused(service):
+    ix = service._indexes
+    service._v_lastOrderKey = queues.ORDER_MASK - 1
+    jobid = service.add('echo', now=T0)
+    assert service.jobs[jobid]._indexKey & queues.ORDER_MASK \
+        == queues.ORDER_MASK
+    assert service.claimNextJob(now=T0) == jobid
+    with pytest.raises(ValueError, match='order key does not fit'):
+        ix.order_key(T0)
+    assert service._v_lastOrderKey == queues.ORDER_MASK
+
+
+def test_a_time_without_an_order_key_is_refused_with_what_is_accepted(
+        service):
+    with pytest.raises(ValueError) as refused:
+        service._indexes.order_key(1e300)
+    assert str(refused.value) == (
+        'now must be a time from 0 to %d, not 1e+300: its order key does '
+        'not fit the queue' % MAX_NOW)
+
+
+# -- filing a job ----------------------------------------------------------------
+
+def test_a_job_whose_id_is_taken_is_filed_under_another(service):
+    first = service.jobs[service.add('echo', 'first', now=0)]
+    job = zodbtasks.Job(first.id, 'echo', 'second')
+    service._indexes.store(job, new_id=lambda: 12345)
+    assert job.id == 12345
+    assert service.jobs[first.id] is first and service.jobs[12345] is job
+
+
+def test_jobs_of_the_old_packages_are_listed_by_when_they_were_made():
+    made = {n: OLD_T0 - 100 * n for n in range(1, 9)}
+    old = [oldJob(zodbtasks.Job, n, interfaces.STARTLATER) for n in made]
+    for job in old:
+        job.created = localTime(made[job.id])
+    service = oldService(*old)
+    migration.upgrade(service, OLD_T0)
+    listed, _ = service.listJobs(interfaces.STARTLATER)
+    # Newest first: by the time each was made, not that of the upgrade.
+    assert [job.id for job in listed] == list(range(1, 9))
+    assert [job.created for job in listed] == [made[n] for n in range(1, 9)]
+
+
+def test_a_due_key_that_every_draw_finds_taken_is_probed_for(
+        service, monkeypatch):
+    a, b = (service.jobs[service.add('echo', n, now=0, startLater=True)]
+            for n in range(2))
+    draws = []
+
+    def same_bits(bits):
+        draws.append(bits)
+        assert len(draws) < 100, 'the index keeps drawing'
+        return 5
+    # Every draw of low bits gives the same: after a few draws the index
+    # takes the next free key instead.
+    monkeypatch.setattr(random, 'getrandbits', same_bits)
+    ix = service._indexes
+    ix.schedule(a, 100)
+    ix.schedule(b, 100)
+    due = service._queues[queues.DEFAULT].due
+    assert (a._indexKey, b._indexKey) == (time_key(100) | 5, time_key(100) | 6)
+    assert draws == [LOW_BITS] * (1 + 8)    # a's key; b's, and seven more
+    assert list(due.items()) == [(a._indexKey, a.id), (b._indexKey, b.id)]
+
+
+def test_a_taken_due_key_is_drawn_again_eight_times_before_probing(
+        service, monkeypatch):
+    a, b = (service.jobs[service.add('echo', n, now=0, startLater=True)]
+            for n in range(2))
+    # a draws 5; b draws 5, and again 5 six times, then 9 on its eighth
+    # draw: a key of its own, drawn, not probed for.
+    bits = iter([5, 5] + [5] * 6 + [9])
+
+    def drawn(n):
+        assert n == LOW_BITS
+        return next(bits)
+    monkeypatch.setattr(random, 'getrandbits', drawn)
+    ix = service._indexes
+    ix.schedule(a, 100)
+    ix.schedule(b, 100)
+    assert (a._indexKey, b._indexKey) == (time_key(100) | 5, time_key(100) | 9)
+
+
+def test_a_taken_key_of_the_unplaced_jobs_is_drawn_again(
+        service, monkeypatch):
+    a, b = (service.jobs[service.add('echo', n, now=0, startLater=True)]
+            for n in range(2))
+    bits = iter([7, 7, 8])
+
+    def drawn(n):
+        assert n == 63
+        return next(bits)
+    monkeypatch.setattr(random, 'getrandbits', drawn)
+    service._indexes.unplace(a)
+    service._indexes.unplace(b)
+    assert (a._indexKey, b._indexKey) == (7, 8)
+    assert list(service._unplaced.items()) == [(7, a.id), (8, b.id)]
+
+
+def test_a_taken_lane_key_goes_to_the_next_keeping_its_place(service):
+    first = file_in_lane(service, 4, order=1000)
+    second = file_in_lane(service, 4, order=1000)
+    key = queues.lane_key(4, 5, 1000)
+    assert service.jobs[first]._indexKey == key
+    assert service.jobs[second]._indexKey == key + 1
+    assert [service.claimNextJob(now=1) for _ in range(3)] == [
+        first, second, None]

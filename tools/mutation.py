@@ -1,6 +1,7 @@
 """Mutation testing of the core modules with mutmut.
 
     .venv/bin/python tools/mutation.py [MODULE ...] [--jobs N] [--diffs]
+        [--timeout-multiplier X] [--keep]
 
 MODULE is a module of ``src/zodbtasks`` by its name (``lifecycle``,
 ``indexes``...), or a pattern of mutant names as mutmut shows them
@@ -17,6 +18,15 @@ It exits with 1 if a mutant of `ZERO_SURVIVORS` survived: for the queue,
 the lifecycle and the lease code, every survivor is either killed by a test
 or marked ``# pragma: no mutate`` with the reason it cannot change
 behaviour.
+
+mutmut gives a mutant's tests ``timeout_multiplier`` times their measured
+time (its default 15) before it counts the mutant as timed out; a mutant of
+a function that every test reaches (``Indexes.index``, ``order_key``) and
+that loops then holds a worker for minutes. ``--timeout-multiplier`` sets
+it in the copy's settings. ``--keep`` goes on from the results of the last
+run in ``build/mutation`` instead of making a fresh copy (mutmut tests only
+the mutants without a result, and those of functions whose code changed);
+only mutants that timed out are tried again when the multiplier changes.
 """
 import argparse
 import collections
@@ -84,6 +94,17 @@ def fresh_copy():
             shutil.copy2(source, WORK / name)
 
 
+def set_timeout_multiplier(value):
+    """Write ``timeout_multiplier = value`` into the [tool.mutmut] section
+    of the copy's pyproject.toml (in place of any the copy has)."""
+    path = WORK / 'pyproject.toml'
+    lines = [line for line in path.read_text().splitlines(keepends=True)
+             if not line.startswith('timeout_multiplier =')]
+    at = lines.index('[tool.mutmut]\n') + 1
+    lines.insert(at, 'timeout_multiplier = %r\n' % float(value))
+    path.write_text(''.join(lines))
+
+
 def mutmut(*args, check=True, capture=False):
     return subprocess.run(
         [sys.executable, '-m', 'mutmut', *args], cwd=WORK, check=check,
@@ -148,6 +169,11 @@ def main(argv=None):
                         help='mutants tested at once (default: 2)')
     parser.add_argument('--diffs', action='store_true',
                         help='show the change of every mutant not killed')
+    parser.add_argument('--timeout-multiplier', type=float, metavar='X',
+                        help="mutmut's timeout_multiplier (its default: 15)")
+    parser.add_argument('--keep', action='store_true',
+                        help='go on from the last run in build/mutation '
+                        'instead of a fresh copy')
     args = parser.parse_args(argv)
     ensure_mutmut()
     configured = configured_modules()
@@ -166,7 +192,10 @@ def main(argv=None):
     modules = list(dict.fromkeys(
         [module_of(name) for name in names])) or configured
     names = names or ['%s.%s.*' % (PACKAGE, m) for m in modules]
-    fresh_copy()
+    if not (args.keep and (WORK / 'mutants').exists()):
+        fresh_copy()
+    if args.timeout_multiplier is not None:
+        set_timeout_multiplier(args.timeout_multiplier)
     mutmut('run', '--max-children', str(args.jobs), *names)
     failing = report(results(), modules, diffs=args.diffs)
     if failing:

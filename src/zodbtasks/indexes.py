@@ -93,7 +93,7 @@ MAX_JOB_ID = 2 ** 53 - 1
 
 
 def new_job_id():
-    return random.getrandbits(53) or 1
+    return random.getrandbits(53) or 1  # pragma: no mutate
 
 
 def create(data):
@@ -145,7 +145,7 @@ class Indexes:
         while not self.data.jobs.insert(job.id, job):
             job.id = new_id()
         self.catalog.recount(job)
-        self.catalog.relist(job, job.created or 0)
+        self.catalog.relist(job, job.created or 0)  # pragma: no mutate
 
     def order_key(self, now):
         """An order key after every one this copy of the service made before.
@@ -158,7 +158,8 @@ class Indexes:
         data = self.data
         key = max(max(0, math.floor(now * 1000)) << queues.ORDER_SHIFT
                   | random.getrandbits(queues.ORDER_SHIFT),
-                  getattr(data, '_v_lastOrderKey', -1) + 1)
+                  getattr(data, '_v_lastOrderKey', -1) + 1  # pragma: no mutate
+                  )
         if key > queues.ORDER_MASK:
             # Refused before the counter moves, or every later add would
             # fail too.
@@ -261,7 +262,7 @@ class Indexes:
     # -- limits (see `zodbtasks.limits`) ------------------------------------
 
     def limit_of(self, job):
-        if job.limit is None or self.data._limits is None:
+        if job.limit is None or self.data._limits is None:  # pragma: no mutate
             return None
         return self.data._limits.get(job.limit)
 
@@ -305,7 +306,7 @@ class Indexes:
         limit = self.limit_of(job)
         if limit is None or limit.holds(job.id):
             return True
-        self.unindex(job)
+        self.unindex(job)  # pragma: no mutate
         self.wait(job, now, self.order_key(now))
         return False
 

@@ -1075,19 +1075,19 @@ def test_the_overview_chart_and_a_bulk_retry_in_chromium(tmp_path, tasks,
 
     db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'data.fs')))
     server = None
-    # the chart counts by wall-clock minute: start each group of runs ten
-    # seconds into a minute so that no group straddles two minutes
+    # The chart counts runs by the minutes between their end and the
+    # request: each group ends about half a minute inside its minute, so
+    # that it stays in one bar however long the page takes to ask (up to
+    # 25 s).
     now = time.time()
-    minute_start = now - now % 60
     try:
         with db.transaction() as conn:
             conn.root()['app'] = app = PersistentMapping()
             app['tasks'] = service = zodbtasks.TaskService()
             for minute in (50, 20, 3):
                 for n in range(minute // 10 + 1):
-                    finish(service, 'echo',
-                           minute_start - minute * 60 + 10 + n, 1.5)
-            failed = [finish(service, 'crash', minute_start - 110 + n, 0.5,
+                    finish(service, 'echo', now - minute * 60 - 30 + n, 1.5)
+            failed = [finish(service, 'crash', now - 90 - n, 0.5,
                              error='ZeroDivisionError') for n in range(3)]
         server = ServerThread(dashboard.make_app(
             db, PATH, poll_seconds=0, allowed_hosts=('127.0.0.1',)))

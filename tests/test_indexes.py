@@ -25,6 +25,7 @@ from zodbtasks.keys import SCHEDULED
 from zodbtasks.keys import time_bound
 from zodbtasks.keys import time_key
 from zodbtasks.job import MAX_NOW
+from zodbtasks.indexes import LAYOUT
 from zodbtasks.service import TaskService
 
 from test_counts import oldLayout
@@ -196,7 +197,15 @@ def test_an_entry_left_in_a_lane_under_another_key_does_not_jump_the_queue(
     assert queues.lane_key(3, 9, 1) not in lane
 
 
-def test_a_queue_made_when_a_job_first_names_it_knows_its_name(service):
+def test_a_new_service_has_the_current_layout_and_needs_no_upgrade(service):
+    assert service._layout == LAYOUT
+    assert service.upgrade(now=0) is False
+
+
+def test_a_queue_knows_its_name(service):
+    default = service._queues[queues.DEFAULT]
+    assert default.name == 'default' and repr(default) == "<Queue 'default'>"
+    # One made when a job first names it.
     service.add('echo', now=0, queue='fast')
     made = service._queues['fast']
     assert made.name == 'fast' and repr(made) == "<Queue 'fast'>"

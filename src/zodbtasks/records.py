@@ -65,9 +65,10 @@ _TABLES: 'dict[type, dict[str, tuple[int, object]]]' = {}
 
 
 def _table(cls):
-    """{name: (number, default)} for the attributes of `FIELDS`, the
-    default being the class's if it is empty (None, 0, False, an empty
-    tuple or string), else `_MISSING`."""
+    """{name: (number, default)} for the attributes of `FIELDS`, and
+    (name, default) for other attributes with an empty class default; the
+    default is the class's if it is empty (None, 0, False, an empty tuple or
+    string), else `_MISSING`. Kept per class in `_TABLES`."""
     empty = _empty_defaults(cls)
     table = {name: (number, empty.get(name, _MISSING))
              for name, number in NUMBER.items()}
@@ -77,22 +78,16 @@ def _table(cls):
     return table
 
 
-_EMPTY_DEFAULTS: 'dict[type, dict[str, object]]' = {}
-
-
 def _empty_defaults(cls):
     """{name: default} of the attributes whose default on ``cls`` is empty
-    (None, 0, False, an empty tuple or string)."""
-    found = _EMPTY_DEFAULTS.get(cls)
-    if found is None:
-        found = {}
-        for klass in reversed(cls.__mro__):
-            for name, value in vars(klass).items():
-                if type(value) in _EMPTY_TYPES and value in _EMPTY:
-                    found[name] = value
-                else:
-                    found.pop(name, None)
-        _EMPTY_DEFAULTS[cls] = found
+    (None, 0, False, an empty tuple or string). `_table` keeps the result."""
+    found = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if type(value) in _EMPTY_TYPES and value in _EMPTY:
+                found[name] = value
+            else:
+                found.pop(name, None)
     return found
 
 

@@ -14,7 +14,6 @@ import persistent
 from zodbtasks.records import NUMBER
 
 
-
 def written_oids(conn):
     """The oids that the connection's transaction would write, so far."""
     oids = {obj._p_oid for obj in conn._registered_objects}
